@@ -1,0 +1,91 @@
+"Tests of fgflow.viz: the flow montage, the ipywidgets explorer and its static fallback."
+import numpy as np, pytest, torch
+import matplotlib; matplotlib.use('Agg')
+from fgflow import viz
+
+class Toy(torch.nn.Module):
+    "Tiny logit model (B,2,D,H,W) -> (B,), no cross-sample coupling."
+    def __init__(self):
+        super().__init__(); torch.manual_seed(0)
+        self.conv, self.lin = torch.nn.Conv3d(2, 4, 3, padding=1), torch.nn.Linear(4, 1)
+    def forward(self, x): return self.lin(torch.relu(self.conv(x)).mean((2, 3, 4))).reshape(-1)
+
+def blob(size=16, r=4.):
+    z, y, x = np.mgrid[:size, :size, :size] - (size - 1) / 2
+    m = ((z / r) ** 2 + (y / (1.4 * r)) ** 2 + (x / (0.8 * r)) ** 2 <= 1).astype(np.float32)
+    ct = 0.48 + 0.1 * m + 0.02 * np.random.default_rng(0).standard_normal(m.shape).astype(np.float32)
+    return torch.tensor(np.stack([ct, m]))
+
+def _img(fig):
+    fig.canvas.draw(); a = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(float)
+    return a
+
+def test_grad_f_matches_autograd():
+    m, x = Toy(), blob()
+    xx = x[None].clone().requires_grad_(True); m(xx).sum().backward()
+    torch.testing.assert_close(viz._grad_f(m, x), xx.grad[0])
+
+def test_mid_slice_is_mask_centroid():
+    x = torch.zeros(2, 10, 6, 6); x[1, 7, 2:4, 2:4] = 1
+    assert viz._mid_slice(x) == 7
+    assert viz._mid_slice(torch.zeros(2, 10, 6, 6)) == 5
+
+def test_montage_from_points_titles_and_logits():
+    m, x = Toy(), blob()
+    pts = [x + 0.02 * i for i in range(9)]
+    fig = viz.plot_flow_montage(m, x, points=pts, n_panels=3)
+    assert [a.get_title().split(':')[0] for a in fig.axes] == ['step 0', 'step 4', 'step 8']
+    f8 = float(m(pts[8][None]).detach())
+    assert fig.axes[2].get_title().endswith(f'{f8:+.3f}')
+    assert _img(fig).std() > 1  # not blank
+
+def test_montage_follows_flow_line():
+    pytest.importorskip('fgflow.flow')
+    m, x = Toy(), blob()
+    fig = viz.plot_flow_montage(m, x, n_panels=5)
+    assert 2 <= len(fig.axes) <= 5
+    t = [a.get_title() for a in fig.axes]
+    assert t[0].startswith('step 0')
+    f0 = float(m(x[None]).detach())
+    assert t[0].endswith(f'{f0:+.3f}')
+    assert abs(float(t[-1].split('f = ')[1])) < 0.01  # the last panel is on the decision boundary f = 0
+
+def test_explorer_widget_controls_and_updates():
+    pytest.importorskip('ipywidgets'); pytest.importorskip('fgflow.flow')
+    m, x = Toy(), blob()
+    w = viz.explore(x, m, ['volume', 'mean'], spacing=(2., 2., 2.), max_steps=30)
+    assert sorted(w.controls) == ['channel', 'feature', 'flow', 'mask', 'overlay', 'slice']
+    assert w.image in w.children and w.image.value[:8] == b'\x89PNG\r\n\x1a\n'
+    assert w.controls['slice'].max == x.shape[1] - 1 and w.controls['slice'].value == viz._mid_slice(x)
+    assert list(w.controls['feature'].options) == ['volume', 'mean']
+    assert w.controls['flow'].max == len(w.case.path) - 1 >= 1
+    seen = {bytes(w.image.value)}
+    for name, v in [('slice', 6), ('channel', 1), ('overlay', 'grad g'), ('feature', 'mean'), ('flow', 1), ('mask', False)]:
+        w.controls[name].value = v
+        assert bytes(w.image.value) not in seen, name  # every control changes the picture
+        seen.add(bytes(w.image.value))
+
+def test_explorer_without_model_has_no_grad_f():
+    pytest.importorskip('ipywidgets')
+    w = viz.explore(blob(), None, ['volume'])
+    assert 'grad f' not in w.controls['overlay'].options and w.controls['flow'].disabled
+    assert len(w.case.path) == 1
+
+def test_explorer_static_fallback():
+    pytest.importorskip('fgflow.flow')
+    m, x = Toy(), blob()
+    fig = viz.explore(x, m, ['volume', 'mean'], spacing=(2., 2., 2.), max_steps=30, static=True)
+    titles = [a.get_title() for a in fig.axes]
+    assert titles[:2] == ['CT', '∇f'] and titles[2].startswith('∇g volume (channel 1)') and titles[3].startswith('∇g mean (channel ')
+    assert titles[-1].startswith('flow end')
+    assert _img(fig).std() > 1
+
+def test_explorer_static_when_ipywidgets_missing(monkeypatch):
+    import builtins
+    real = builtins.__import__
+    def fake(name, *a, **k):
+        if name.startswith('ipywidgets'): raise ImportError(name)
+        return real(name, *a, **k)
+    monkeypatch.setattr(builtins, '__import__', fake)
+    fig = viz.explore(blob(), None, ['volume'])
+    assert isinstance(fig, matplotlib.figure.Figure) and [a.get_title() for a in fig.axes] == ['CT', '∇g volume (channel 1)']
