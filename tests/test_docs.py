@@ -38,15 +38,17 @@ def _local(u): return not re.match(r'^([a-z][a-z0-9+.-]*:|#|//)', u)
 
 @pytest.fixture(scope='module')
 def site(tmp_path_factory):
-    out = tmp_path_factory.mktemp('site')
-    written = build_docs.build(out, log=lambda *a: None)
+    "Build from a snapshot of nbs/ (others may save notebooks meanwhile); the tests compare against that snapshot."
+    out, nbs = tmp_path_factory.mktemp('site'), tmp_path_factory.mktemp('snap')/'nbs'
+    shutil.copytree(ROOT/'nbs', nbs, ignore=shutil.ignore_patterns('.*'))
+    written = build_docs.build(out, nbs=nbs, log=lambda *a: None)
     pages = {p.name: Page(p.read_text(encoding='utf-8')) for p in out.glob('*.html')}
-    return out, written, pages
+    return out, written, pages, nbs
 
 
 def test_every_notebook_has_a_page_titled_like_it(site):
-    out, written, pages = site
-    nbs = build_docs.notebooks()
+    out, written, pages, nbs = site
+    nbs = build_docs.notebooks(nbs)
     assert {'index.ipynb'} <= {p.name for p in nbs} and len(nbs) >= 2
     assert set(pages) == {p.stem + '.html' for p in nbs}
     for p in nbs:
@@ -57,7 +59,7 @@ def test_every_notebook_has_a_page_titled_like_it(site):
 
 
 def test_local_links_and_images_resolve(site):
-    out, _, pages = site
+    out, _, pages, nbs = site
     n_links = 0
     for name, pg in pages.items():
         for u in pg.links + pg.imgs:
@@ -73,7 +75,7 @@ def test_local_links_and_images_resolve(site):
 
 
 def test_nav_links_every_page_from_every_page(site):
-    _, _, pages = site
+    _, _, pages, nbs = site
     for name, pg in pages.items():
         assert set(pg.nav) == set(pages), (name, set(pages) ^ set(pg.nav))
 
@@ -89,17 +91,17 @@ def _shown_images(nb):
 
 
 def test_figures_are_embedded(site):
-    _, _, pages = site
-    for p in build_docs.notebooks():
+    _, _, pages, nbs = site
+    for p in build_docs.notebooks(nbs):
         want = _shown_images(nbformat.read(p, as_version=4))
         got = sum(u.startswith('data:image/png') for u in pages[p.stem + '.html'].imgs)
         assert got == want, f'{p.name}: {want} figure(s) in the notebook, {got} in the page'
 
 
 def test_api_section_lists_public_names(site):
-    out, _, pages = site
+    out, _, pages, nbs = site
     n_mods = n_docments = 0
-    for p in build_docs.notebooks():
+    for p in build_docs.notebooks(nbs):
         modname = build_docs._default_exp(nbformat.read(p, as_version=4))
         if not modname: continue
         mod = importlib.import_module(f'fgflow.{modname}')
@@ -122,8 +124,8 @@ def test_api_section_lists_public_names(site):
 
 
 def test_hidden_and_exported_cells_are_not_shown(site):
-    out, _, _ = site
-    for p in build_docs.notebooks():
+    out, _, _, nbs = site
+    for p in build_docs.notebooks(nbs):
         text = (out/(p.stem + '.html')).read_text(encoding='utf-8')
         assert 'nbdev_export()' not in text and 'default_exp' not in text and '#| ' not in text, p.name
 
@@ -131,7 +133,7 @@ def test_hidden_and_exported_cells_are_not_shown(site):
 def test_sidebar_and_nbdev_yml_match_nbdev():
     "nbs/sidebar.yml and nbs/nbdev.yml are what nbdev 2's `nbdev_docs` would write, so Quarto builds the same site."
     assert (ROOT/'nbs'/'sidebar.yml').read_text() == build_docs.sidebar_yml(), \
-        'nbs/sidebar.yml is stale: run python tools/build_docs.py --sidebar'
+        'nbs/sidebar.yml is stale: run python tools/build_docs.py'
     from nbdev.quarto import _nbdev_yml
     from nbdev.config import get_config
     cfg = get_config(path=ROOT)
@@ -154,7 +156,7 @@ def test_a_broken_notebook_is_named_and_fails(tmp_path, capsys):
 
 @pytest.mark.skipif(shutil.which('chromium') is None, reason='chromium not installed (apt-get install chromium)')
 def test_index_screenshot_is_not_blank(site, tmp_path):
-    out, _, _ = site
+    out, _, _, nbs = site
     png = tmp_path/'index.png'
     cmd = ['chromium', '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
            '--disable-background-networking', '--disable-component-update', '--disable-sync',

@@ -274,3 +274,53 @@ def test_rtstruct_windings_types_and_short_contours(tmp_path):
     assert rt.referenced_series_uids == [suid] and rt.frame_of_reference_uid == for_uid
     with pytest.raises(RTStructError, match='CT'):      # a CT slice is not an RTSTRUCT
         read_rtstruct(files[0])
+
+
+def _seg_dist(pts, P):
+    "Distance of each point to the closed polygon P."
+    a, b = P, np.roll(P, -1, axis=0); d = b - a
+    t = np.clip(((pts[:, None] - a) * d).sum(-1) / np.maximum((d * d).sum(-1), 1e-12), 0, 1)
+    return np.linalg.norm(pts[:, None] - (a + t[..., None] * d), axis=-1).min(1)
+
+
+@pytest.mark.parametrize('seed', range(5))
+def test_fill_matches_even_odd_away_from_edges(seed):
+    "Random self-intersecting sub-pixel polygons: equal to a plain per-pixel even-odd test at every centre not on an edge."
+    from fgflow.io import _fill_slice
+    rng = np.random.default_rng(seed)
+    polys = [rng.uniform(-3, 33, size=(rng.integers(3, 15), 2)) for _ in range(3)]
+    m = _fill_slice(polys, (30, 31))
+    yx = np.stack(np.mgrid[:30, :31], -1).reshape(-1, 2); xy = yx[:, ::-1].astype(float)
+    inside = np.zeros(len(xy), int)
+    for P in polys: inside += _crossing_parity(xy, P)     # even-odd over all contours of a slice
+    dist = np.min([_seg_dist(xy, P) for P in polys], axis=0); far = dist > 0.02
+    assert far.mean() > 0.9
+    np.testing.assert_array_equal(m.ravel()[far], (inside % 2 == 1)[far])
+    assert m.ravel()[dist < 0.005].all()    # centres on an edge (within tolerance) are foreground
+
+
+def _crossing_parity(xy, P):
+    "True where the ray-crossing count of P is odd (the textbook test, one pixel at a time in effect)."
+    a, b = P, np.roll(P, -1, axis=0)
+    cond = (a[:, 1] > xy[:, None, 1]) != (b[:, 1] > xy[:, None, 1])
+    with np.errstate(divide='ignore', invalid='ignore'):
+        xi = a[:, 0] + (xy[:, None, 1] - a[:, 1]) * (b[:, 0] - a[:, 0]) / (b[:, 1] - a[:, 1])
+    return ((cond & (xy[:, None, 0] < xi)).sum(1) % 2) == 1
+
+
+def test_series_folder_with_rtstruct_and_other_modalities(tmp_path, hu):
+    files, suid, for_uid, _ = write_series(tmp_path, hu)
+    write_rtstruct(tmp_path / 'rs.dcm', files, for_uid, suid, {'GTV': []})
+    np.testing.assert_array_equal(read_dicom_series(tmp_path).array, hu)      # the RTSTRUCT is not an image: ignored
+    only = tmp_path / 'only'; only.mkdir(); (tmp_path / 'rs.dcm').rename(only / 'rs.dcm')
+    with pytest.raises(DicomError, match=r"no image slices.*RTSTRUCT"): read_dicom_series(only)
+    with pytest.raises(RTStructError, match=r"'GTV' has no CLOSED_PLANAR contour \(types: no contours\)"):
+        rtstruct_mask(only / 'rs.dcm', read_dicom_series(tmp_path))
+
+
+def test_contour_between_planes_warns(tmp_path):
+    v = Volume(np.zeros((4, 10, 10)), np.diag([1., 1., 2., 1.]))
+    sq = np.array([[2., 2, 3.2], [6, 2, 3.2], [6, 6, 3.2], [2, 6, 3.2]])      # z = 3.2 mm: slice 1.6
+    rt = read_rtstruct(write_rtstruct(tmp_path / 'rs.dcm', [], '1.2.3', '1.2.4', {'GTVp': [('CLOSED_PLANAR', sq)]}))
+    with pytest.warns(UserWarning, match="'GTVp'.*between slice planes"): m = rtstruct_mask(rt, v)
+    assert m[2].sum() == 25 and m.sum() == 25

@@ -9,7 +9,7 @@ notebook: their objects are looked up in the exported module and rendered with n
 notebook code runs. Every module page ends with an "API" section listing each public name of the module
 (`__all__`) with its signature, docstring and docments. Figures kept as outputs are embedded in the pages;
 images linked from markdown are copied next to them. A navigation sidebar links every page.
-`nbs/sidebar.yml` (nbdev 2 format, for `nbdev_docs` where Quarto exists) is written by `write_sidebar`.
+The command also refreshes `nbs/sidebar.yml` (nbdev 2's format, read by `nbdev_docs` where Quarto exists), as `nbdev_docs` does.
 """
 import argparse, html, importlib, inspect, re, shutil, sys, traceback
 from pathlib import Path
@@ -204,9 +204,11 @@ def build(out=ROOT/'_site', nbs=NBS, log=print):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--out', default=str(ROOT/'_site'), help='output folder (default: _site in the repository)')
-    p.add_argument('--sidebar', action='store_true', help='also rewrite nbs/sidebar.yml from the notebooks')
+    p.add_argument('--no-sidebar', action='store_true', help="don't refresh nbs/sidebar.yml (nbdev_docs refreshes it too)")
     a = p.parse_args(argv)
-    if a.sidebar: write_sidebar(); print(f'wrote {NBS/"sidebar.yml"}')
+    sb = NBS/'sidebar.yml'
+    if not a.no_sidebar and (not sb.exists() or sb.read_text() != sidebar_yml()):
+        write_sidebar(); print(f'wrote {(NBS/"sidebar.yml").relative_to(ROOT)}')
     try: w = build(a.out)
     except RuntimeError as e: print(f'error: {e}', file=sys.stderr); return 1
     print(f'{len(w)} page(s) in {a.out}; open {Path(a.out)/"index.html"}')
