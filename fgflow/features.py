@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 import numpy as np, torch
 import torch.nn.functional as F
 from torch import Tensor
+from .io import FGFlowError
 
 # %% auto #0
 __all__ = ['FEATURES', 'FeatureError', 'Feature', 'register_feature', 'volume', 'mean', 'variance', 'skewness', 'kurtosis',
@@ -17,7 +18,7 @@ __all__ = ['FEATURES', 'FeatureError', 'Feature', 'register_feature', 'volume', 
            'NoiseFeatures', 'random_linear_features']
 
 # %% ../nbs/03_features.ipynb #8a184574
-class FeatureError(ValueError):
+class FeatureError(FGFlowError):
     "An unknown feature name or an invalid feature argument."
 
 @dataclass

@@ -38,7 +38,7 @@ def test_install_pins_torch_first():
 def test_notebooks_clean_and_exported(tmp_path):
     "nbdev_export leaves the library unchanged and nbdev_clean leaves nothing to strip (nbdev-ci's checks)."
     dst = tmp_path/'repo'
-    shutil.copytree(ROOT, dst, ignore=shutil.ignore_patterns('.git', '*.egg-info', '__pycache__', '.scratch', '_proc', '_docs'))
+    shutil.copytree(ROOT, dst, ignore=shutil.ignore_patterns('.git', '*.egg-info', '__pycache__', '.scratch', '_proc', '_docs', '_site', '.hypothesis', '.pytest_cache'))
     def snapshot():
         return {p.relative_to(dst): p.read_bytes() for d in ('fgflow', 'nbs') for p in (dst/d).rglob('*')
                 if p.is_file() and '__pycache__' not in p.parts and p.suffix in ('.py', '.ipynb')}

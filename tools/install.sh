@@ -16,11 +16,16 @@ if [ "${1:-}" = "--dev" ]; then
   # pyradiomics 3.0.1 is the oracle of the feature tests; it builds only without build isolation.
   $PIP versioneer numpy
   $PIP --no-build-isolation "pyradiomics==3.0.1"
-  # dciodvfy (dicom3tools) and dcmdump (dcmtk) validate the DICOM files we write.
-  if ! command -v dciodvfy >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    (apt-get install -y -q dicom3tools dcmtk >/dev/null 2>&1 \
-      || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dicom3tools dcmtk >/dev/null 2>&1)) \
-      || echo "note: dicom3tools/dcmtk not installed; the DICOM validator tests will be skipped"
+  # Debian tools used by tests: dciodvfy (dicom3tools) and dcmdump (dcmtk) validate the DICOM files
+  # we write; headless chromium screenshots the docs site. Tests skip what is not installed.
+  missing=""
+  command -v dciodvfy >/dev/null 2>&1 || missing="$missing dicom3tools dcmtk"
+  command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+  if [ -n "$missing" ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    (apt-get install -y -q $missing >/dev/null 2>&1 \
+      || (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $missing >/dev/null 2>&1)) \
+      || echo "note: could not install$missing; the tests that need them will be skipped"
   fi
 else
   $PIP -e .
