@@ -1,5 +1,5 @@
 "Fuzz the readers of fgflow.io: every failure is an FGFlowError that names the file, never a bare error from inside."
-import math, tempfile, warnings
+import math, re, tempfile, warnings
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +109,7 @@ def _check(e:Exception, name:str, reader:str, kind:str):
 
 def _ok(reader, kind): OUTCOME.setdefault((reader, kind), {}).setdefault('ok', 0); OUTCOME[(reader, kind)]['ok'] += 1
 
-FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow], database=None)
+FUZZ = settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow], database=None)
 
 @FUZZ
 @given(mut=ct_muts)
@@ -118,21 +118,20 @@ def test_fuzz_dicom_series(mut):
     with tempfile.TemporaryDirectory(prefix='fuzzct') as d:
         d = Path(d); name = d.name
         dss = [ct_slice(k, ImplicitVRLittleEndian if mut[0] == 'implicit' else ExplicitVRLittleEndian) for k in range(3)]
-        k = mut[1]
-        if mut[0] == 'delete': del dss[k][mut[2]]
-        elif mut[0] in ('value', 'implicit'):
-            vr, v = BAD_VALUES[mut[3]]; _put(dss[k], mut[2], vr, v)
-        files = []
-        for j, ds in enumerate(dss):
-            try: files.append(save(ds, d / f'ct{j}.dcm'))
-            except Exception: return     # pydicom refuses to write it: nothing to read
+        k = mut[1]; files = []
+        try:
+            if mut[0] == 'delete': del dss[k][mut[2]]
+            elif mut[0] in ('value', 'implicit'):
+                vr, v = BAD_VALUES[mut[3]]; _put(dss[k], mut[2], vr, v)
+            for j, ds in enumerate(dss): files.append(save(ds, d / f'ct{j}.dcm'))
+        except Exception: return     # pydicom refuses to make or write it: nothing to read
         if mut[0] == 'bytes': apply_bytes(files[k], mut[2])
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             try: v = read_dicom_series(d)
             except Exception as e: return _check(e, name, 'read_dicom_series', mut[0])
         _ok('read_dicom_series', mut[0])
-        assert v.array.ndim == 3 and v.array.dtype == np.float32
+        assert v.shape == (3, N, N) and v.array.dtype == np.float32   # no slice lost silently
 
 rs_muts = st.one_of(
     st.tuples(st.just('delete'), st.sampled_from(RS_TAGS)),
@@ -222,4 +221,67 @@ def test_fuzz_count():
     "Runs after the fuzz tests (file order): report how many cases ran and what the user saw."
     print(f'\nfuzz cases run: {COUNT} total {sum(COUNT.values())}')
     for (r, kind), c in sorted(OUTCOME.items()): print(f'  {r:18s} {kind:12s} {c}')
-    if all(COUNT.values()): assert sum(COUNT.values()) >= 300
+    if all(COUNT.values()): assert sum(COUNT.values()) >= 600
+
+# ---- the named failure modes, one by one: what the user sees -------------------------------------
+def _series(tmp, k=None, edit=None):
+    d = tmp / 'series'; d.mkdir()
+    for j in range(3):
+        ds = ct_slice(j)
+        if j == k: edit(ds)
+        save(ds, d / f'ct{j}.dcm')
+    return d
+
+@pytest.mark.parametrize('tag,edit,msg', [
+    ('ImagePositionPatient', lambda ds: ds.__delattr__('ImagePositionPatient'), 'ct1.dcm: ImagePositionPatient missing'),
+    ('PixelSpacing', lambda ds: ds.__delattr__('PixelSpacing'), 'ct0.dcm: PixelSpacing missing'),
+    ('PixelSpacing', lambda ds: _put(ds, 'PixelSpacing', 'LO', 'abc'), "ct0.dcm: PixelSpacing is not numeric ('abc')"),
+    ('PixelSpacing', lambda ds: _put(ds, 'PixelSpacing', 'DS', ['1', '2', '3']), 'ct0.dcm: PixelSpacing has 3 values, 2 expected'),
+    ('ImageOrientationPatient', lambda ds: _put(ds, 'ImageOrientationPatient', 'DS', ['0'] * 6), 'is not two orthogonal unit vectors'),
+    ('RescaleSlope', lambda ds: _put(ds, 'RescaleSlope', 'LO', 'x'), "ct2.dcm: RescaleSlope is not numeric ('x')"),
+    ('RescaleSlope', lambda ds: _put(ds, 'RescaleSlope', 'DS', 'nan'), 'ct2.dcm: RescaleSlope is not finite'),
+    ('ImagePositionPatient', lambda ds: _put(ds, 'ImagePositionPatient', 'SQ', Sequence([Dataset()])), 'ImagePositionPatient is not numeric'),
+])
+def test_dicom_bad_tags(tmp_path, tag, edit, msg):
+    k = int(msg[2]) if msg.startswith('ct') else 0
+    d = _series(tmp_path, k, edit)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        with pytest.raises(FGFlowError, match=re.escape(msg)) as e: read_dicom_series(d)
+    assert 'series' in str(e.value) and type(e.value).__name__ == 'DicomError'
+
+def test_dicom_truncated_and_corrupt(tmp_path):
+    d = _series(tmp_path); f = d / 'ct1.dcm'; b = f.read_bytes()
+    f.write_bytes(b[:200])
+    with pytest.raises(FGFlowError, match=r'ct1\.dcm') as e: read_dicom_series(d)
+    f.write_bytes(b[:len(b) - 10])   # pixel data cut short
+    with pytest.raises(FGFlowError, match=r'ct1\.dcm: .*(truncated|pixel data)'): read_dicom_series(d)
+    f.write_bytes(b'\0' * 50)
+    with pytest.raises(FGFlowError, match=r'ct1\.dcm'): read_dicom_series(d)
+
+def test_rtstruct_bad_contours(tmp_path):
+    p = tmp_path / 'rs.dcm'; ref = ref_volume()
+    ds = rtstruct(); _put(ds.ROIContourSequence[0].ContourSequence[1], 'ContourData', 'DS', ['1', 'nan', '2'])
+    with pytest.raises(FGFlowError, match=r"rs\.dcm: ROI 'GTV': ContourData is not finite"): read_rtstruct(save(ds, p))
+    ds = rtstruct(); _put(ds.ROIContourSequence[0].ContourSequence[1], 'ContourData', 'DS', ['1', '2', '3', '4'])
+    with pytest.raises(FGFlowError, match=r"rs\.dcm: ROI 'GTV': ContourData of 4 values is not x, y, z triples"): read_rtstruct(save(ds, p))
+    ds = rtstruct(); _put(ds.ROIContourSequence[0].ContourSequence[1], 'ContourData', 'LO', 'abc')
+    with pytest.raises(FGFlowError, match=r"rs\.dcm: ROI 'GTV': ContourData is not numeric"): read_rtstruct(save(ds, p))
+    ds = rtstruct(); del ds.ROIContourSequence
+    with pytest.raises(FGFlowError, match=r"rs\.dcm: ROI 'GTV' has no CLOSED_PLANAR contour \(types: no contours\)"): rtstruct_mask(save(ds, p), ref)
+    ds = rtstruct(); ds.StructureSetROISequence = Sequence([])
+    with pytest.raises(FGFlowError, match=r"rs\.dcm: no ROI matches '\^GTV'; ROIs there: \[\]"): rtstruct_mask(save(ds, p), ref)
+    ds = rtstruct(); del ds.StructureSetROISequence
+    with pytest.raises(FGFlowError, match=r'rs\.dcm: not an RTSTRUCT'): read_rtstruct(save(ds, p))
+    ds = rtstruct(); del ds.ROIContourSequence[0].ReferencedROINumber
+    with pytest.raises(FGFlowError, match=r'rs\.dcm: malformed file') as e: read_rtstruct(save(ds, p))
+    assert type(e.value).__name__ == 'RTStructError'
+    assert rtstruct_mask(save(rtstruct(), p), ref).sum() == 3 * 16   # the unmutated file: 4x4 pixels (x, y in -4..2 mm) on each slice
+
+def test_nifti_nonfinite_and_truncated(tmp_path):
+    v = ref_volume(); a = np.zeros(v.shape, np.float32); a[1, 2, 3] = np.nan; a[2, 0, 0] = np.inf
+    p = write_nifti(Volume(a, v.affine), tmp_path / 'bad.nii.gz')
+    with pytest.raises(FGFlowError, match=r'bad\.nii\.gz: 2 of 192 voxels are NaN or infinite'): read_nifti(p)
+    p = write_nifti(Volume(np.zeros(v.shape, np.float32), v.affine), tmp_path / 'cut.nii'); b = p.read_bytes()
+    p.write_bytes(b[:300])
+    with pytest.raises(FGFlowError, match=r'cut\.nii: cannot read NIfTI'): read_nifti(p)
