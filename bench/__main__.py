@@ -15,10 +15,10 @@ from bench import rows as R
 
 FULL = dict(reps=3, r1_batch=8, r1_size=48, r2_n=64, r2_size=16, r2_naive=4, r2_spl=10, r2_max=30, r2_bs=16,
             r3_batch=8, r3_size=48, r4_slices=200, r5_slices=200, r6_batch=8, r6_size=64,
-            r7_size=16, r7_n=(100, 400), r8_demo='quick', r8_size=32, r8_n=(60, 120, 240), r8_epochs=1)
+            r7_size=16, r7_n=(100, 400), r8_demo='quick', r8_size=32, r8_n=(60, 120, 240), r8_epochs=2)
 QUICK = dict(reps=3, r1_batch=4, r1_size=32, r2_n=16, r2_size=16, r2_naive=2, r2_spl=3, r2_max=8, r2_bs=16,
              r3_batch=4, r3_size=32, r4_slices=50, r5_slices=50, r6_batch=8, r6_size=32,
-             r7_size=12, r7_n=(100, 400), r8_demo='tiny', r8_size=16, r8_n=(60, 120, 240), r8_epochs=1)
+             r7_size=12, r7_n=(100, 400), r8_demo='tiny', r8_size=16, r8_n=(60, 120, 240), r8_epochs=2)
 CUDA_ROWS = (1, 2, 3, 6)
 
 def fmt(v, digits=3):

@@ -185,6 +185,11 @@ def build(out=ROOT/'_site', nbs=NBS, log=print):
     written = {}
     for p, nb, title, mod in done:
         try:
+            for c in nb.cells:  # Jupyter stores multi-line output data as lists of lines; nbconvert wants strings
+                for o in c.get('outputs', []):
+                    for k, v in o.get('data', {}).items():
+                        if isinstance(v, list): o['data'][k] = ''.join(v)
+                    if isinstance(o.get('text'), list): o['text'] = ''.join(o['text'])
             body, _ = exp.from_notebook_node(nb, resources={'metadata': {'name': title}})
             body = re.sub(r'<title>.*?</title>', f'<title>{html.escape(title)} – {html.escape(_lib_name())}</title>', body, count=1, flags=re.S)
             body = body.replace('</head>', f'<style>{CSS}</style>\n</head>', 1)
