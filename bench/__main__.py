@@ -13,10 +13,10 @@ import torch
 from bench.common import machine
 from bench import rows as R
 
-FULL = dict(reps=3, r1_batch=8, r1_size=48, r2_n=64, r2_size=16, r2_naive=4, r2_spl=10, r2_max=30, r2_bs=16,
+FULL = dict(reps=3, r1_batch=8, r1_size=48, r2_n=64, r2_size=16, r2_naive=4, r2_spl=5, r2_max=15, r2_bs=16, r2_reps=2,
             r3_batch=8, r3_size=48, r4_slices=200, r5_slices=200, r6_batch=8, r6_size=64,
             r7_size=16, r7_n=(100, 400), r8_demo='quick', r8_size=32, r8_n=(60, 120, 240), r8_epochs=2)
-QUICK = dict(reps=3, r1_batch=4, r1_size=32, r2_n=16, r2_size=16, r2_naive=2, r2_spl=3, r2_max=8, r2_bs=16,
+QUICK = dict(reps=3, r1_batch=4, r1_size=32, r2_n=16, r2_size=16, r2_naive=2, r2_spl=3, r2_max=8, r2_bs=16, r2_reps=1,
              r3_batch=4, r3_size=32, r4_slices=50, r5_slices=50, r6_batch=8, r6_size=32,
              r7_size=12, r7_n=(100, 400), r8_demo='tiny', r8_size=16, r8_n=(60, 120, 240), r8_epochs=2)
 CUDA_ROWS = (1, 2, 3, 6)
@@ -46,7 +46,9 @@ def main(argv=None):
     ap.add_argument('--device', default='cpu', help="'cpu' or 'cuda' (on CUDA only rows 1, 2, 3, 6 run)")
     ap.add_argument('--out', default=str(Path(__file__).with_name('results.md')), help='markdown file to write')
     ap.add_argument('--append', action='store_true', help='append this table to --out instead of replacing it')
+    ap.add_argument('--threads', type=int, default=1, help='torch threads (1: stable ratios on a shared machine; 0: torch default)')
     a = ap.parse_args(argv)
+    if a.threads: torch.set_num_threads(a.threads)
     P = QUICK if a.quick else FULL
     todo = a.only or list(range(1, 9))
     if torch.device(a.device).type == 'cuda': todo = [n for n in todo if n in CUDA_ROWS]

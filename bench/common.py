@@ -14,6 +14,15 @@ def timeit(fn, repeats:int=3, warmup:int=1) -> tuple[float, list[float]]:
         t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
     return statistics.median(ts), ts
 
+def timeit_ab(fa, fb, repeats:int=3, warmup:int=1) -> tuple[float, float]:
+    "Median times of `fa` and `fb` run alternately (a, b, a, b, ...) so that a change of load hits both sides."
+    for _ in range(warmup): fa(); fb()
+    ta, tb = [], []
+    for _ in range(repeats):
+        t = time.perf_counter(); fa(); ta.append(time.perf_counter() - t)
+        t = time.perf_counter(); fb(); tb.append(time.perf_counter() - t)
+    return statistics.median(ta), statistics.median(tb)
+
 def sync(device):
     if torch.device(device).type == 'cuda': torch.cuda.synchronize()
 

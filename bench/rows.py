@@ -4,7 +4,7 @@ import json, os, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np, torch
 
-from bench.common import NAMED12, timeit, sync, make_batch, LazyCases
+from bench.common import NAMED12, timeit, timeit_ab, sync, make_batch, LazyCases
 from fgflow.model import FGFNet3D
 from fgflow.features import FeatureSet, random_linear_features
 
@@ -26,7 +26,7 @@ def row1(P, device):
         a, b = alignment(model, x, fs), alignment(model, x, nz); sync(device); return a, b
     sal = Saliency(model)
     def cap(): r = sal.attribute(x, abs=False); sync(device); return r
-    t_ours, _ = timeit(ours, P['reps']); t_cap, _ = timeit(cap, P['reps'])
+    t_ours, t_cap = timeit_ab(ours, cap, P['reps'])
     a, b = ours()
     ok = a.cos2.shape == (B, 12) and b.cos2.shape == (B, 100)
     r = t_ours / t_cap
@@ -45,9 +45,12 @@ def row2(P, device):
     fs, nz = FeatureSet(NAMED12), random_linear_features(100, X.shape[1:], seed=0)
     kw = dict(noise=nz, progress=False, batch_size=P['r2_bs'], steps_per_line=spl, max_steps=ms, n_boot=200)
     fgf_measure(model, X[:2], fs, **kw)                                   # warm-up
-    t = time.perf_counter(); res = fgf_measure(model, X, fs, **kw); sync(device); t_lib = time.perf_counter() - t
-    t = time.perf_counter(); nv = naive_measure(model, X[:n_naive], NAMED12, nz, steps_per_line=spl, max_steps=ms)
-    t_naive = (time.perf_counter() - t) * N / n_naive
+    out = {}
+    def lib(): out['res'] = fgf_measure(model, X, fs, **kw); sync(device)
+    def nai(): out['nv'] = naive_measure(model, X[:n_naive], NAMED12, nz, steps_per_line=spl, max_steps=ms)
+    t_lib, t_naive = timeit_ab(lib, nai, P['r2_reps'], warmup=0)
+    t_naive *= N / n_naive
+    res, nv = out['res'], out['nv']
     lib = np.c_[res.per_point[NAMED12].to_numpy(), res.noise_per_point][:n_naive]
     err = float(np.nanmax(np.abs(lib - nv) / np.maximum(np.abs(lib), 1e-6)))
     assert np.array_equal(np.isnan(lib), np.isnan(nv)) and err < 1e-2, f'fgf_measure and the naive loop disagree: max rel err {err:.3g}'
@@ -55,7 +58,7 @@ def row2(P, device):
     return _row('2 fgf_measure vs naive per-sample/per-feature autograd.grad', f'{N} cases 2x{S}^3, 12+100 features, '
                 f'steps_per_line={spl}, max_steps={ms}', t_lib, t_naive, '>= 10x faster', speed >= 10,
                 f'naive timed on {n_naive} cases x{N // n_naive} (linear per-sample loop); same numbers: max rel err {err:.1e} '
-                f'on the {n_naive} cases; mean steps/line {res.per_point.n_steps.mean():.1f}', ratio=t_lib / t_naive, reps=1) | {'speedup': speed}
+                f'on the {n_naive} cases; mean steps/line {res.per_point.n_steps.mean():.1f}', ratio=t_lib / t_naive, reps=P['r2_reps']) | {'speedup': speed}
 
 # ---------------------------------------------------------------- 3
 def row3(P, device):
@@ -72,10 +75,9 @@ def row3(P, device):
         loss = lossf(model(x), y)
         if method: loss = loss + 1.0 * fgf_penalty(model, x, fs, method=method)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sync(device)
-    t0, _ = timeit(step, P['reps'])
     out = []
     for meth, lim in (('finite_difference', 2.0), ('double_backprop', 4.0)):
-        t, _ = timeit(lambda: step(meth), P['reps'])
+        t, t0 = timeit_ab(lambda: step(meth), step, P['reps'])
         out.append(_row(f'3 training step with {meth} penalty vs plain step', f'batch {B}x2x{S}^3, S=volume+elongation',
                         t, t0, f'<= {lim:g}x', t / t0 <= lim, 'FGFNet3D(width 8, depth 4), AdamW', reps=P['reps']))
     return out
@@ -115,8 +117,7 @@ def row4(P, device):
         d = Path(d); _write_series(d, n)
         def sitk_read():
             r = sitk.ImageSeriesReader(); r.SetFileNames(r.GetGDCMSeriesFileNames(str(d))); return r.Execute()
-        t_ours, _ = timeit(lambda: read_dicom_series(d), P['reps'])
-        t_sitk, _ = timeit(sitk_read, P['reps'])
+        t_ours, t_sitk = timeit_ab(lambda: read_dicom_series(d), sitk_read, P['reps'])
         v, im = read_dicom_series(d), sitk_read()
         a = sitk.GetArrayFromImage(im)                                      # (k, j, i) like Volume.array
         same = a.shape == v.array.shape and np.array_equal(a.astype(np.float32), v.array)
@@ -149,8 +150,7 @@ def row5(P, device):
                 k = int(round(ijk[0, 2]))
                 out[k] |= polygon2mask((R, R), ijk[:, [1, 0]])
             return out
-        t_ours, _ = timeit(lambda: rtstruct_mask(rt, ref, 'GTV'), P['reps'])
-        t_sk, _ = timeit(sk, P['reps'], warmup=0)  # nothing to warm up in polygon2mask
+        t_ours, t_sk = timeit_ab(lambda: rtstruct_mask(rt, ref, 'GTV'), sk, P['reps'], warmup=0)
         t_read, _ = timeit(lambda: read_rtstruct(p), P['reps'])
         m1, m2 = rtstruct_mask(rt, ref, 'GTV'), sk()
     diff = int((m1 != m2).sum())
@@ -174,14 +174,13 @@ def row6(P, device):
         ds = CohortDataset(d / 'cache')
         dl = torch.utils.data.DataLoader(ds, batch_size=B, shuffle=True, num_workers=0)
         def fetch(): return next(iter(dl))
-        t_fetch, _ = timeit(fetch, P['reps'] + 2)
         x, y = fetch(); x, y = x.to(device), y.to(device)
         torch.manual_seed(0)
         model = FGFNet3D().to(device).train(); opt = torch.optim.AdamW(model.parameters())
         lossf = torch.nn.BCEWithLogitsLoss()
         def step():
             loss = lossf(model(x), y); opt.zero_grad(); loss.backward(); opt.step(); sync(device)
-        t_step, _ = timeit(step, P['reps'])
+        t_fetch, t_step = timeit_ab(fetch, step, P['reps'] + 2)
     r = t_fetch / t_step
     return _row('6 fetch a cached batch vs training step', f'batch {B}x2x{S}^3 from prepare_cohort cache (.npy)',
                 t_fetch, t_step, '<= 10%', r <= 0.10, 'DataLoader num_workers=0, page cache warm', reps=P['reps'])
@@ -197,14 +196,13 @@ n, S = int(sys.argv[1]), int(sys.argv[2])
 torch.manual_seed(0); model = FGFNet3D().eval(); data = LazyCases(n, S)
 fs = FeatureSet(NAMED12); nz = random_linear_features(100, (2, S, S, S), seed=0)
 fgf_measure(model, LazyCases(2, S), fs, noise=nz, progress=False, steps_per_line=2, max_steps=3, n_boot=50)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-def rss():
+def status(key):  # VmHWM is the peak of this process's own memory map (ru_maxrss would carry over the parent's across exec)
     for l in open('/proc/self/status'):
-        if l.startswith('VmRSS'): return int(l.split()[1])
-r0 = rss()
+        if l.startswith(key): return int(l.split()[1])
+r0 = status('VmRSS')
 res = fgf_measure(model, data, fs, noise=nz, progress=False, steps_per_line=2, max_steps=3, n_boot=50)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps(dict(n=n, rss_before_kb=r0, peak_kb=peak, warm_peak_kb=base, points=len(res.per_point))))
+peak = status('VmHWM')
+print(json.dumps(dict(n=n, rss_before_kb=r0, peak_kb=peak, points=len(res.per_point))))
 '''
 
 def row7(P, device):
@@ -219,10 +217,11 @@ def row7(P, device):
         if p.returncode: raise RuntimeError(p.stderr[-2000:])
         out[n] = json.loads(p.stdout.strip().splitlines()[-1]); t[n] = time.perf_counter() - t0
     a, b = (out[n]['peak_kb'] / 1024 for n in sizes)
+    ia, ib = ((out[n]['peak_kb'] - out[n]['rss_before_kb']) / 1024 for n in sizes)
     r = b / a
     return _row(f'7 peak memory of fgf_measure, {sizes[1]} vs {sizes[0]} cases', f'2x{S}^3 cases made on demand, 12+100 '
                 f'features, max_steps=3', None, None, 'within 10%', abs(r - 1) <= 0.10,
-                f'peak RSS {b:.0f} MiB vs {a:.0f} MiB (ru_maxrss, one process each; {t[sizes[1]]:.0f} s / {t[sizes[0]]:.0f} s)',
+                f'peak RSS (VmHWM) {b:.0f} MiB vs {a:.0f} MiB; growth during the call {ib:.0f} vs {ia:.0f} MiB (one process each; {t[sizes[1]]:.0f} s / {t[sizes[0]]:.0f} s)',
                 ratio=r, reps=1)
 
 # ---------------------------------------------------------------- 8
