@@ -410,3 +410,5 @@ def main(argv:list[str]|None=None) -> int:
         msg = ' '.join(str(e).split()) or type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
         return 2
+
+if __name__ == '__main__': sys.exit(main())  # `python -m fgflow.cli` works like the `fgflow` script
