@@ -112,11 +112,12 @@ def _savefig(fig, path:Path) -> str:
     return path.name
 
 # %% ../nbs/07_cli.ipynb #d07b539e
-def _train_model(name, cfg, seed, dtr, dva, out, lam, features, progress):
+def _train_model(name, cfg, seed, dtr, dva, out, lam, features, progress, init=None):
     from fgflow.model import FGFNet3D
     from fgflow.train import train
     torch.manual_seed(seed)
     model = FGFNet3D(in_channels=2, width=cfg['width'], depth=cfg['depth'])
+    if init is not None: model.load_state_dict(init.state_dict())  # fine-tune from the plain model
     r = train(model, dtr, dva, features=features, lam=lam, epochs=cfg['epochs'], lr=cfg['lr'],
               batch_size=cfg['batch_size'], seed=seed, out_dir=out/'runs'/name, progress=progress,
               patience=cfg['epochs'])
@@ -158,7 +159,8 @@ def run_demo(out:str|Path='fgflow_demo', # output folder
     models, histories, scores = {}, {}, {}
     for mname, lam, feats in (('plain', 0.0, None), ('regularized', cfg['lam'], list(DEMO_SET))):
         st(f'train_{mname}', f"train {mname} model (lam={lam:g}, {cfg['epochs']} epochs, {len(dtr)} train / {len(dva)} valid)")
-        r = _train_model(mname, cfg, seed, dtr, dva, out, lam, feats, progress)
+        r = _train_model(mname, cfg, seed, dtr, dva, out, lam, feats, progress,
+                         init=models['plain'].model if lam > 0 else None)
         models[mname], histories[mname] = r, r.history
         scores[mname] = _predict(r.model, dte, cfg['batch_size'])
     st('measure', f"measure FGF on {len(dte)} test cases: {len(DEMO_SET)}-feature set + every feature vs {cfg['n_noise']} noise features")

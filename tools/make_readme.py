@@ -3,7 +3,7 @@
 Hidden cells (`#| hide`) are dropped, nbdev directives are stripped, code cells become fenced Python and
 their text or image outputs follow. `python tools/make_readme.py --check` exits 1 when README.md is stale.
 """
-import argparse, base64, hashlib, sys
+import argparse, base64, hashlib, re, sys
 from pathlib import Path
 
 import nbformat
@@ -24,7 +24,8 @@ def render(nb_path=ROOT/'nbs'/'index.ipynb', img_dir='nbs/index_files'):
         d = _directives(cell.source)
         if 'hide' in d: continue
         src = _strip(cell.source)
-        if cell.cell_type == 'markdown': parts.append(src); continue
+        if cell.cell_type == 'markdown':  # links relative to nbs/ become relative to the repository root
+            parts.append(re.sub(r'\]\((?!https?:|/|#)([^)]+)\)', r'](nbs/\1)', src)); continue
         if cell.cell_type != 'code': continue
         if src and 'hide_input' not in d and 'echo: false' not in cell.source: parts.append(f'```python\n{src}\n```')
         if 'hide_output' in d: continue
