@@ -413,4 +413,6 @@ def main(argv:list[str]|None=None) -> int:
         print(f"error: {msg}", file=sys.stderr)
         return 2
 
+# %% ../nbs/07_cli.ipynb #5e91d926
+#| eval: false
 if __name__ == '__main__': sys.exit(main())  # `python -m fgflow.cli` works like the `fgflow` script
