@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .io import FGFlowError, atomic_write
 from .features import FeatureSet
-from .flow import projection_fraction
+from .flow import projection_fraction, input_gradients
 
 # %% auto #0
 __all__ = ['TrainingError', 'stratified_split', 'stratified_kfold', 'roc_auc', 'auc_ci', 'fgf_penalty', 'Augment',
@@ -149,10 +149,10 @@ def fgf_penalty(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits; no cross
     G = features.gradients(x.detach()).detach().flatten(2).to(x.dtype)  # (B, K, d), no graph
     xr = x.detach().requires_grad_(True)
     if method == "double_backprop":
-        gf, = torch.autograd.grad(model(xr).sum(), xr, create_graph=True)
+        gf = input_gradients(model, xr, create_graph=True)
         return _defined_penalty(gf.flatten(1), G)[0]
     pat = _FrozenPattern(model)
-    with pat.record(): gf, = torch.autograd.grad(model(xr).sum(), xr)
+    with pat.record(): gf = input_gradients(model, xr)
     gf = gf.flatten(1).detach().requires_grad_(True)
     with torch.enable_grad(): p, ok = _defined_penalty(gf, G)
     if not ok.any(): return p.detach() + sum(q.sum() * 0. for q in model.parameters())

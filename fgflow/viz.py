@@ -90,9 +90,9 @@ def plot_history(histories:dict, # name -> history DataFrame (columns epoch, los
 
 # %% ../nbs/06_viz.ipynb #53ac0899
 def _grad_f(model, x:Tensor) -> Tensor:
-    "∇f at one input (C,D,H,W) (detached), as `fgflow.flow.input_gradients`; model maps (B,C,D,H,W) to (B,) logits."
-    x = x[None].detach().float().requires_grad_(True)
-    with torch.enable_grad(): return torch.autograd.grad(model(x).sum(), x)[0][0].detach()
+    "∇f at one input (C,D,H,W) (detached): `fgflow.flow.input_gradients` on a batch of one."
+    from fgflow.flow import input_gradients
+    return input_gradients(model, x[None].detach().float())[0].detach()
 
 def _logit(model, x:Tensor) -> float:
     with torch.no_grad(): return float(model(x[None].float()).reshape(-1)[0])
