@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #cc1df102
 from __future__ import annotations
-import csv, hashlib, io as _io, json, os, re
+import csv, hashlib, io as _io, json, os, re, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -334,6 +334,13 @@ def _box(kji:np.ndarray, shape) -> tuple[slice, ...]:
     return tuple(slice(int(np.clip(l, 0, n)), int(np.clip(max(h, l), 0, n))) for l, h, n in zip(lo, hi, shape))
 
 # %% ../nbs/00_data.ipynb #55447de0
+def _at_border(mask:np.ndarray) -> str:
+    "The faces of the grid that the mask touches, e.g. 'column i=0, slice k=23'; '' when none."
+    names = ('slice k', 'row j', 'column i')
+    return ', '.join(f'{names[a]}={e}' for a in range(3) for e in (0, mask.shape[a] - 1)
+                     if np.take(mask, e, axis=a).any())
+
+# %% ../nbs/00_data.ipynb #fd6e2314
 def preprocess(ct:Volume, # CT in HU (`load_case`)
                mask:np.ndarray, # GTV mask on the CT's grid, shape `ct.array.shape`
                spacing:float=1.0, # output voxel size in mm (isotropic)
@@ -360,12 +367,12 @@ def preprocess(ct:Volume, # CT in HU (`load_case`)
     vox = int(mask.sum()); vvol = float(abs(np.linalg.det(np.asarray(ct.affine, dtype=float)[:3, :3])))
     meta = dict(spacing=(s, s, s), window=(lo, hi), hu_affine=(lo, hi - lo), origin=tuple(map(float, origin)),
                 centroid=tuple(map(float, c)), affine=A.tolist(), size=n, voxels=vox, volume_mm3=vox * vvol,
-                mask_in_crop=float(x[1].sum() * s**3 / (vox * vvol)))
+                mask_in_crop=float(x[1].sum() * s**3 / (vox * vvol)), at_border=_at_border(mask))
     return x, meta
 
 # %% ../nbs/00_data.ipynb #92802fda
 _INDEX_COLS = ['id', 'label', 'kind', 'sources', 'series_uid', 'roi', 'file', 'spacing', 'size', 'window_lo', 'window_hi',
-               'centroid', 'centroid_x', 'centroid_y', 'centroid_z', 'voxels', 'volume_mm3', 'mask_in_crop', 'sha256', 'params_hash']
+               'centroid', 'centroid_x', 'centroid_y', 'centroid_z', 'voxels', 'volume_mm3', 'mask_in_crop', 'sha256', 'params_hash', 'gtv_at_border']
 _VERSION = 1  # bump when preprocess changes its output for the same parameters
 
 def _params(spacing, size, window) -> dict:
@@ -404,6 +411,17 @@ def _write_npy(path:Path, x:np.ndarray) -> str:
 def _write_text(path:Path, text:str):
     with atomic_write(path) as tmp: Path(tmp).write_text(text)
 
+# atomic_write's temporaries of our files: `.<name>.<8 random chars>.<ext>`
+_TMP = re.compile(r'^\.(?:index\.csv|cohort\.json|.+\.npy)\.\w{8}\.(?:csv|json|npy)$')
+
+def _clear_temps(out:Path) -> list[str]:
+    "Remove the temporaries a killed run left in `out` and `out/cases` (never listed in index.csv); return their names."
+    gone = []
+    for d in (out, out/'cases'):
+        for f in sorted(d.iterdir()):
+            if _TMP.match(f.name) and f.is_file(): f.unlink(missing_ok=True); gone.append(f.name)
+    return gone
+
 # %% ../nbs/00_data.ipynb #18ceb3ba
 def _row(c:Case, y:int, roi, meta:dict, sha:str, params:dict) -> dict:
     cx, cy, cz = meta['centroid']
@@ -412,7 +430,14 @@ def _row(c:Case, y:int, roi, meta:dict, sha:str, params:dict) -> dict:
                 window_lo=params['window'][0], window_hi=params['window'][1],
                 centroid=json.dumps([round(v, 4) for v in meta['centroid']]), centroid_x=cx, centroid_y=cy, centroid_z=cz,
                 voxels=meta['voxels'], volume_mm3=meta['volume_mm3'], mask_in_crop=meta['mask_in_crop'],
-                sha256=sha, params_hash=params['params_hash'])
+                sha256=sha, params_hash=params['params_hash'], gtv_at_border=meta['at_border'])
+
+def _empty(c:Case, roi) -> str:
+    "Why a case's GTV mask is empty, naming its source."
+    if c.kind == 'dicom':
+        return (f'empty GTV: ROI {roi or "^GTV"!r} of {Path(c.rtstruct).name} covers no voxel centre of the CT '
+                f'(contours smaller than a voxel or outside the image)')
+    return f'empty GTV: {Path(c.mask).name} has no voxel > 0.5'
 
 def _up_to_date(old:dict|None, c:Case, roi, out:Path, params:dict) -> bool:
     if old is None or old['params_hash'] != params['params_hash']: return False
@@ -428,7 +453,7 @@ def prepare_cohort(cases:Sequence[Case], # from `find_cases`
                    progress:bool=True, # tqdm bar over the cases
                   )->PrepareReport:
     "Preprocess every labelled case into `out_dir/cases/<id>.npy` with `index.csv` and `cohort.json`; reuse up-to-date files."
-    out = Path(out_dir); (out/'cases').mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir); (out/'cases').mkdir(parents=True, exist_ok=True); _clear_temps(out)
     params, (lab, rois) = _params(spacing, size, window), _labels(labels)
     old = {}
     if (out/'index.csv').exists():
@@ -447,9 +472,13 @@ def prepare_cohort(cases:Sequence[Case], # from `find_cases`
         else:
             try:
                 ct, m = load_case(c, roi)
+                if not m.any(): raise CohortError(_empty(c, roi))
                 x, meta = preprocess(ct, m, spacing, size, window)
             except FGFlowError as e:
                 rep.skipped[c.id] = str(e); continue
+            if meta['at_border']:
+                warnings.warn(f"{c.id}: the GTV touches the edge of the CT ({meta['at_border']}) and may extend outside "
+                              f"the scan; prepared, the crop padded with air (-1000 HU) beyond the edge")
             rows.append(_row(c, lab[c.id], roi, meta, _write_npy(out/'cases'/f'{_fname(c.id)}.npy', x), params))
             rep.prepared.append(c.id)
         # index after every case (not yet visited cases keep their old rows): an interrupted run loses nothing
@@ -484,9 +513,9 @@ class CohortDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         f = self.dir/self.index['file'].iloc[i]
-        try: a = np.load(f, mmap_mode='r')
+        try: a = np.load(f)
         except (OSError, ValueError) as e: raise CohortError(f'{f}: cannot read cached array ({e})') from e
         if a.shape != self.shape: raise CohortError(f'{f}: shape {a.shape}, expected {self.shape} (cohort.json)')
-        x = torch.from_numpy(np.array(a, dtype=np.float32))
+        x = torch.from_numpy(a.astype(np.float32, copy=False))
         if self.transform is not None: x = self.transform(x)
         return x, torch.tensor(float(self.labels[i]), dtype=torch.float32)

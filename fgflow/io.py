@@ -138,14 +138,15 @@ def _geometry(sl:list):
     f0, d0 = sl[0]
     iop = _num(f0, d0, 'ImageOrientationPatient', 6); ps = _num(f0, d0, 'PixelSpacing', 2)
     if not (np.allclose(np.linalg.norm(iop.reshape(2, 3), axis=1), 1, atol=1e-2) and abs(iop[:3] @ iop[3:]) < 1e-2):
-        raise DicomError(f'{f0}: ImageOrientationPatient {list(iop)} is not two orthogonal unit vectors')
-    if (ps <= 0).any(): raise DicomError(f'{f0}: PixelSpacing {list(ps)} is not positive')
+        raise DicomError(f'{f0}: ImageOrientationPatient {iop.tolist()} is not two orthogonal unit vectors')
+    if (ps <= 0).any(): raise DicomError(f'{f0}: PixelSpacing {ps.tolist()} is not positive')
     pos = np.array([_num(f, d, 'ImagePositionPatient', 3) for f, d in sl])
     shape0 = tuple(_num(f0, d0, t, 1)[0] for t in ('Rows', 'Columns'))
     if min(shape0) < 1: raise DicomError(f'{f0}: {shape0[0]:g}x{shape0[1]:g} pixels')
     for f, d in sl:
-        if not np.allclose(_num(f, d, 'ImageOrientationPatient', 6), iop, atol=1e-4):
-            raise DicomError(f'{f}: ImageOrientationPatient {list(d.ImageOrientationPatient)} differs from {f0.name} {list(iop)}')
+        o = _num(f, d, 'ImageOrientationPatient', 6)
+        if not np.allclose(o, iop, atol=1e-4):
+            raise DicomError(f'{f}: ImageOrientationPatient {o.tolist()} differs from {f0.name} {iop.tolist()}')
         if tuple(_num(f, d, t, 1)[0] for t in ('Rows', 'Columns')) != shape0:
             raise DicomError(f'{f}: {d.Rows}x{d.Columns} pixels differs from {f0.name} {d0.Rows}x{d0.Columns}')
     return iop[:3], iop[3:], ps, pos
@@ -161,7 +162,7 @@ def _order(sl:list, pos:np.ndarray, normal:np.ndarray):
             (fa, a), (fb, b) = sl[keep[-1]], sl[m]
             same = a.get('PixelData') == b.get('PixelData') and all((_num(fa, a, t, 1, v) == _num(fb, b, t, 1, v)).all()
                                                                  for t, v in (('RescaleSlope', 1), ('RescaleIntercept', 0)))
-            if not same: raise DicomError(f'two different slices at the same position {list(np.round(pos[m], 3))}: {fa} and {fb}')
+            if not same: raise DicomError(f'two different slices at the same position {np.round(pos[m], 3).tolist()}: {fa} and {fb}')
             warnings.warn(f'duplicate slice {fb.name} (same position and pixels as {fa.name}) dropped')
             continue
         keep.append(m)
@@ -186,7 +187,7 @@ def _slice_step(sl:list, pos:np.ndarray, d:np.ndarray, normal:np.ndarray) -> np.
     step = (pos[-1] - pos[0]) / (len(sl) - 1)
     res = np.linalg.norm(pos - (pos[0] + np.arange(len(sl))[:, None] * step), axis=1)
     if res.max() > tol: 
-        m = int(res.argmax()); raise DicomError(f'{sl[m][0]}: ImagePositionPatient {list(np.round(pos[m], 3))} off the line of the other slices by {res.max():.3g} mm')
+        m = int(res.argmax()); raise DicomError(f'{sl[m][0]}: ImagePositionPatient {np.round(pos[m], 3).tolist()} off the line of the other slices by {res.max():.3g} mm')
     tilt = np.degrees(np.arccos(np.clip(abs(step @ normal) / np.linalg.norm(step), 0, 1)))
     if tilt > 0.01: warnings.warn(f'{sl[0][0].parent}: gantry tilt {tilt:.2f} deg: the affine is sheared to follow the slice positions')
     return step

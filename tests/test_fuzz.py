@@ -106,6 +106,7 @@ def _check(e:Exception, name:str, reader:str, kind:str):
     assert isinstance(e, FGFlowError), f'{reader} {kind}: {type(e).__name__}: {e}'
     assert isinstance(e, ValueError)
     assert name in str(e), f'{reader} {kind}: message does not name {name}: {e}'
+    assert 'np.float' not in str(e) and 'np.int' not in str(e), f'{reader} {kind}: numpy reprs in the message: {e}'
 
 def _ok(reader, kind): OUTCOME.setdefault((reader, kind), {}).setdefault('ok', 0); OUTCOME[(reader, kind)]['ok'] += 1
 
@@ -245,7 +246,11 @@ def _series(tmp, k=None, edit=None):
     ('PixelSpacing', lambda ds: ds.__delattr__('PixelSpacing'), 'ct0.dcm: PixelSpacing missing'),
     ('PixelSpacing', lambda ds: _put(ds, 'PixelSpacing', 'LO', 'abc'), "ct0.dcm: PixelSpacing is not numeric ('abc')"),
     ('PixelSpacing', lambda ds: _put(ds, 'PixelSpacing', 'DS', ['1', '2', '3']), 'ct0.dcm: PixelSpacing has 3 values, 2 expected'),
-    ('ImageOrientationPatient', lambda ds: _put(ds, 'ImageOrientationPatient', 'DS', ['0'] * 6), 'is not two orthogonal unit vectors'),
+    ('ImageOrientationPatient', lambda ds: _put(ds, 'ImageOrientationPatient', 'DS', ['0'] * 6),
+     'ct0.dcm: ImageOrientationPatient [0.0, 0.0, 0.0, 0.0, 0.0, 0.0] is not two orthogonal unit vectors'),
+    ('ImageOrientationPatient', lambda ds: _put(ds, 'ImageOrientationPatient', 'DS', ['1', '0', '0', '0', '0.8', '0.6']),
+     'ct1.dcm: ImageOrientationPatient [1.0, 0.0, 0.0, 0.0, 0.8, 0.6] differs from ct0.dcm [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]'),
+    ('PixelSpacing', lambda ds: _put(ds, 'PixelSpacing', 'DS', ['0', '2']), 'ct0.dcm: PixelSpacing [0.0, 2.0] is not positive'),
     ('RescaleSlope', lambda ds: _put(ds, 'RescaleSlope', 'LO', 'x'), "ct2.dcm: RescaleSlope is not numeric ('x')"),
     ('RescaleSlope', lambda ds: _put(ds, 'RescaleSlope', 'DS', 'nan'), 'ct2.dcm: RescaleSlope is not finite'),
     ('ImagePositionPatient', lambda ds: _put(ds, 'ImagePositionPatient', 'SQ', Sequence([Dataset()])), 'ImagePositionPatient is not numeric'),
