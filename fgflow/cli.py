@@ -130,7 +130,7 @@ def _measure(model, data, cfg, seed, progress):
     fs = FeatureSet(list(FEATURES), data.spacing, data.window)
     return fgf_measure(model, data, fs, sets={'+'.join(DEMO_SET): list(DEMO_SET)}, n_noise=cfg['n_noise'],
                        step='auto', steps_per_line=cfg['steps_per_line'], max_steps=cfg['max_steps'], batch_size=cfg['batch_size'], seed=seed,
-                       progress=progress)
+                       progress=progress, noise=cfg.get('noise', 'smooth'))
 
 # %% ../nbs/07_cli.ipynb #d7198091
 def run_demo(out:str|Path='fgflow_demo', # output folder
@@ -175,7 +175,7 @@ def run_demo(out:str|Path='fgflow_demo', # output folder
                                                           max_steps=cfg['max_steps'], steps_per_line=cfg['steps_per_line'], window=dte.window), out/'flow_montage.png')
     aucs = {m: dict(zip(('auc', 'ci_lo', 'ci_hi'), auc_ci(dte.labels, s, n_boot=cfg['n_boot'], seed=seed))) for m, s in scores.items()}
     report = {
-        'command': 'fgflow demo', 'config_name': name, 'seed': seed, 'settings': {**cfg, 'window': WINDOW, 'set': list(DEMO_SET)},
+        'command': 'fgflow demo', 'config_name': name, 'seed': seed, 'settings': {'noise': 'smooth', **cfg, 'window': WINDOW, 'set': list(DEMO_SET)},
         'environment': _versions(),
         'data': {'cohort': str(out/'cohort'), 'cohort_reused': reused, 'cache': str(out/'cache'),
                  'n_cases': len(ds), 'n_positive': int(ds.labels.sum()), 'skipped': dict(rep.skipped) | {w: r for w, r in skipped},
@@ -211,7 +211,7 @@ def report_markdown(report:dict, tables:dict) -> str:
          '## Test AUC (stratified bootstrap 95% CI)', '', md_table(auc, '.3f'), '']
     for m, t in tables.items():
         L += [f"## Feature gradient flow, {m} model", '',
-              f"Test set, {s['n_noise']} random linear noise features, flow step 1/{s['steps_per_line']} of the linearized "
+              f"Test set, {s['n_noise']} random linear noise features ({s.get('noise', 'smooth')} baseline: see 04_flow), flow step 1/{s['steps_per_line']} of the linearized "
               f"distance to the boundary (Heun), at most {s['max_steps']} steps.", '',
               md_table(t[[c for c in MD_COLS if c in t]]), '', f"![{m}]({report['figures'][f'fgf_{m}']})", '']
     L += ['## Figures', ''] + [f"- `{f}`" for f in report['figures'].values()] + ['',
@@ -305,13 +305,13 @@ def cmd_measure(a) -> int:
     names = _names(a.features) if a.features else list(FEATURES)
     fs = FeatureSet(names, data.spacing, data.window)
     sets = dict(a.sets) if a.sets else None
-    res = fgf_measure(model, data, fs, sets=sets, n_noise=a.n_noise, step=a.step, steps_per_line=a.steps_per_line, max_steps=a.max_steps,
-                      batch_size=a.batch_size, seed=a.seed, progress=not a.quiet)
+    res = fgf_measure(model, data, fs, sets=sets, n_noise=a.n_noise, noise=a.noise, step=a.step, steps_per_line=a.steps_per_line,
+                      max_steps=a.max_steps, batch_size=a.batch_size, seed=a.seed, progress=not a.quiet)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     t = _table(res)
     t.to_csv(out/'measure.csv')
     (out/'measure.json').write_text(json.dumps(_clean({'checkpoint': str(ck), 'cache': str(a.cache), 'ids': data.ids,
-        'n_noise': a.n_noise, 'step': a.step, 'max_steps': a.max_steps, 'seed': a.seed, 'sets': sets,
+        'n_noise': a.n_noise, 'noise': a.noise, 'step': a.step, 'max_steps': a.max_steps, 'seed': a.seed, 'sets': sets,
         'table': t.reset_index().to_dict('records')}), indent=1))
     _savefig(res.plot(), out/'fgf.png')
     print(md_table(t))
@@ -391,6 +391,8 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument('--features', default=None, help='comma-separated features (default: every registered feature)')
     m.add_argument('--sets', type=_set_arg, action='append', metavar='NAME=A,B', help='a feature set to measure jointly (repeatable)')
     m.add_argument('--n-noise', type=int, default=100, help='number of random linear noise features')
+    m.add_argument('--noise', choices=('smooth', 'mask', 'global'), default='smooth',
+                   help="noise baseline: 'smooth' (matched to each feature's channels, tumour support and smoothness; the best calibrated in 11_validation), 'mask' (matched, not smoothed) or 'global' (the paper's)")
     m.add_argument('--step', type=_step, default='auto', help="flow-line step in input units, or 'auto'")
     m.add_argument('--steps-per-line', type=int, default=20, help="with --step auto: steps per linearized distance to the boundary")
     m.add_argument('--max-steps', type=int, default=200, help='steps before a line is marked not reached')

@@ -19,8 +19,8 @@ from .features import FeatureSet, random_linear_features
 from .io import FGFlowError
 
 # %% auto #0
-__all__ = ['FlowError', 'input_gradients', 'projection_fraction', 'Alignment', 'alignment', 'FlowLines', 'flow_lines', 'holm',
-           'FGFResult', 'fgf_measure']
+__all__ = ['SIGMA_LEVELS', 'FlowError', 'input_gradients', 'projection_fraction', 'Alignment', 'alignment', 'FlowLines',
+           'flow_lines', 'holm', 'FGFResult', 'MatchedNoise', 'fgf_measure']
 
 # %% ../nbs/04_flow.ipynb #82fb35c2
 class FlowError(FGFlowError):
@@ -95,13 +95,16 @@ def _noise_cos2(gf:Tensor, x:Tensor, noise) -> Tensor:
     den = wn * (gf.double() ** 2).sum(1, keepdim=True)
     return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.full_like(den, float('nan')))
 
-def _align_grad(gf:Tensor, x:Tensor, features, sets:dict[str, list[int]], rtol:float=1e-6) -> tuple[Tensor, Tensor]:
-    "Per-feature cos² (B, K) and set fractions (B, S) for flattened model gradients gf (B, d)."
-    if _is_noise(features): return _noise_cos2(gf, x, features), gf.new_zeros(len(gf), 0, dtype=torch.float64)
+def _align_grad(gf:Tensor, x:Tensor, features, sets:dict[str, list[int]], rtol:float=1e-6, keep_G:bool=False):
+    "Per-feature cos² (B, K) and set fractions (B, S) for flattened model gradients gf (B, d) (and G when `keep_G`)."
+    if _is_noise(features):
+        c, S = _noise_cos2(gf, x, features), gf.new_zeros(len(gf), 0, dtype=torch.float64)
+        return (c, S, None) if keep_G else (c, S)
     G = features.gradients(x).flatten(2).to(gf.dtype)
     if G.shape[1] != len(features.names): raise FlowError(f"features.gradients gave {G.shape[1]} rows for {len(features.names)} names")
     S = [projection_fraction(gf, G[:, idx], rtol).double() for idx in sets.values()]
-    return _cos2(gf, G), (torch.stack(S, 1) if S else gf.new_zeros(len(gf), 0, dtype=torch.float64))
+    out = _cos2(gf, G), (torch.stack(S, 1) if S else gf.new_zeros(len(gf), 0, dtype=torch.float64))
+    return (*out, G) if keep_G else out
 
 # %% ../nbs/04_flow.ipynb #a0a00bc0
 @dataclass
@@ -229,12 +232,17 @@ def _nanmean(a:np.ndarray, axis:int) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', RuntimeWarning); return np.nanmean(a, axis)
 
-def _summarize(m:np.ndarray, mn:np.ndarray, names:list, kinds:list, reached:np.ndarray, n_boot:int, seed:int):
-    "Tidy table from per-point measures m (N, K+S) and noise measures mn (N, R)."
-    rng, M_noise = np.random.default_rng(seed), _nanmean(mn, 0) if mn.size else np.zeros(0)
-    noise_pp = _nanmean(mn, 1) if mn.shape[1] else np.full(len(m), np.nan)
-    rows = []
+def _set_null(mn:np.ndarray, k:int) -> np.ndarray:
+    "Null of a k-feature set from single-noise cos² (N, R): the sum over k consecutive noise features (cyclic)."
+    return mn if k <= 1 else sum(np.roll(mn, -i, axis=1) for i in range(k))
+
+def _summarize(m:np.ndarray, mn:np.ndarray, names:list, kinds:list, reached:np.ndarray, n_boot:int, seed:int, sizes=None):
+    "Tidy table from per-point measures m (N, J) and noise measures mn (N, R) shared or (N, J, R) per row; `sizes`: features per row."
+    rng, rows, sizes = np.random.default_rng(seed), [], sizes or [1] * len(names)
     for j, (n, k) in enumerate(zip(names, kinds)):
+        mnj = _set_null(mn if mn.ndim == 2 else mn[:, j], sizes[j])
+        M_noise = _nanmean(mnj, 0) if mnj.size else np.zeros(0)
+        noise_pp = _nanmean(mnj, 1) if mnj.shape[1] else np.full(len(m), np.nan)
         ok = np.isfinite(m[:, j]); v = m[ok, j]
         M = v.mean() if len(v) else np.nan
         lo, hi = _bootstrap_ci(v, n_boot, rng)
@@ -257,8 +265,8 @@ class FGFResult:
     "Feature gradient flow measure of a model over a data set."
     table: pd.DataFrame # one row per feature and set: M, se, interval, noise, ratio, p values, counts
     per_point: pd.DataFrame # one row per data point: m per feature/set, noise mean, line length, reached, ...
-    noise: pd.Series # M of each noise feature
-    noise_per_point: np.ndarray # (N, R) m of each noise feature at each point
+    noise: pd.Series|pd.DataFrame # M of each noise feature (Series), or per feature and set (R, J) with a matched baseline
+    noise_per_point: np.ndarray # (N, R) m of each noise feature at each point, or (N, J, R) with a matched baseline
     settings: dict = field(default_factory=dict)
 
     def plot(self, ax=None, title:str|None=None):
@@ -266,7 +274,12 @@ class FGFResult:
         import matplotlib.pyplot as plt
         if ax is None: _, ax = plt.subplots(figsize=(1.2 + 0.9 * (len(self.table) + 1), 3.6))
         t, n = self.table, len(self.table)
-        nz = self.noise.values[np.isfinite(self.noise.values) & (self.noise.values > 0)]
+        per_row = isinstance(self.noise, pd.DataFrame)
+        nz = np.zeros(0) if per_row else self.noise.values[np.isfinite(self.noise.values) & (self.noise.values > 0)]
+        for i, name in enumerate(t.name if per_row else []):   # a matched null beside each feature
+            v = self.noise[name].to_numpy(float); v = v[np.isfinite(v) & (v > 0)]
+            if len(v): ax.boxplot(v, positions=[i], widths=0.5, showfliers=False, manage_ticks=False,
+                                  boxprops=dict(color='grey'), whiskerprops=dict(color='grey'), medianprops=dict(color='grey'))
         if len(nz):
             ax.boxplot(nz, positions=[n], widths=0.5, showfliers=False)
             ax.scatter(n + np.random.default_rng(0).uniform(-0.15, 0.15, len(nz)), nz, s=6, c='grey', alpha=0.5, zorder=2)
@@ -278,13 +291,89 @@ class FGFResult:
         for i, r in t.iterrows():
             if np.isfinite(r.ratio): ax.annotate(f"×{r.ratio:,.0f}" if r.ratio >= 10 else f"×{r.ratio:.2g}", (i, r.M), textcoords='offset points', xytext=(0, 8),
                                                  ha='center', fontsize=8)
-        ax.set_yscale('log'); ax.margins(y=0.12); ax.set_xticks(range(n + 1)); ax.set_xlim(-0.6, n + 0.6)
-        ax.set_xticklabels(list(t.name) + [f"noise\n(R={len(self.noise)})"], rotation=30, ha='right')
+        ax.set_yscale('log'); ax.margins(y=0.12); ax.set_xticks(range(n + (not per_row))); ax.set_xlim(-0.6, n - 0.4 + (not per_row))
+        ax.set_xticklabels(list(t.name) + ([] if per_row else [f"noise\n(R={len(self.noise)})"]), rotation=30, ha='right')
         ax.set_ylabel('M (mean alignment along flow lines)')
         if title: ax.set_title(title)
         return ax
 
 # %% ../nbs/04_flow.ipynb #8cdd8cdc
+SIGMA_LEVELS = (0., 0.5, 1., 2., 4.)  # Gaussian widths (voxels) of the matched smooth noise; 0 = white
+
+def _sigma_level(sigma:Tensor) -> Tensor:
+    "Index into SIGMA_LEVELS of the nearest level on a log scale (below 0.35 voxels: white)."
+    cuts = torch.tensor([0.35, 0.71, 1.41, 2.83], dtype=sigma.dtype, device=sigma.device)
+    return torch.bucketize(sigma.contiguous(), cuts)
+
+def _corr_length(u:Tensor, region:Tensor) -> Tensor:
+    "Correlation length σ (voxels) of fields u (B, K, C, D, H, W) from their lag-1 correlation over voxel pairs inside region (B, 1, 1, D, H, W)."
+    num = d1 = d2 = 0.
+    for a in (3, 4, 5):
+        n = u.shape[a]
+        p, q = u.narrow(a, 0, n - 1), u.narrow(a, 1, n - 1)
+        both = region.narrow(a, 0, n - 1) * region.narrow(a, 1, n - 1)
+        num = num + (p * q * both).sum((2, 3, 4, 5)).double()
+        d1, d2 = d1 + (p * p * both).sum((2, 3, 4, 5)).double(), d2 + (q * q * both).sum((2, 3, 4, 5)).double()
+    rho = num / (d1 * d2).sqrt()
+    sig = torch.sqrt(-1 / (4 * torch.log(rho.clamp(1e-300, 1 - 1e-12))))
+    return torch.where(torch.isfinite(rho) & (rho > 0), sig, torch.zeros_like(sig))
+
+class MatchedNoise:
+    "Random linear noise features matched to each tested feature's channels and tumour support (and smoothness)."
+    def __init__(self, n:int, # number of noise features R
+                 shape, # input shape (C, D, H, W)
+                 seed:int=0, # seed of r
+                 smooth:bool=False, # smooth r to each feature gradient's correlation length
+                 dilate:int=1, # grow the tumour mask (channel 1 > 0.5) by this many voxels
+                 min_share:float=0.1, # keep a channel carrying at least this share of |∇g|² in the region
+                ):
+        self.n, self.shape, self.seed, self.smooth = int(n), tuple(int(v) for v in shape), int(seed), bool(smooth)
+        self.dilate, self.min_share, self._W = int(dilate), float(min_share), {}
+        self.names = [f'noise_{i:03d}' for i in range(self.n)]
+    def __len__(self): return self.n
+    def __repr__(self): return f"MatchedNoise(n={self.n}, shape={self.shape}, seed={self.seed}, smooth={self.smooth}, dilate={self.dilate})"
+    def weights_at(self, level:int) -> Tensor:
+        "Noise weights (R, d) at smoothing level `level` (an index into SIGMA_LEVELS)."
+        if level not in self._W:
+            sig = SIGMA_LEVELS[level]
+            self._W[level] = random_linear_features(self.n, self.shape, seed=self.seed, smooth=sig or None).weights
+        return self._W[level]
+    def region(self, x:Tensor) -> Tensor:
+        "(B, 1, D, H, W) 0/1: tumour mask (channel 1 > 0.5) dilated by `dilate`; the whole crop where the mask is empty."
+        s = (x[:, 1:2].detach() > 0.5).to(x.dtype)
+        if self.dilate: s = nn.functional.max_pool3d(s, 2 * self.dilate + 1, stride=1, padding=self.dilate)
+        return torch.where((s.flatten(1).sum(1) == 0).view(-1, 1, 1, 1, 1), torch.ones_like(s), s)
+    def calibrate(self, x:Tensor, G:Tensor, sets:Sequence[Sequence[int]]=()) -> tuple[Tensor, Tensor]:
+        "Channel bit-codes and smoothing levels (B, K + S) of each feature and set from its gradients G (B, K, d) at x."
+        B, K = G.shape[:2]; C = self.shape[0]
+        reg = self.region(x)[:, None]                                   # (B, 1, 1, D, H, W)
+        u = G.detach().reshape(B, K, *self.shape).float() * reg
+        e = u.pow(2).sum((3, 4, 5)).double()                            # (B, K, C) energy per channel
+        share = e / e.sum(-1, keepdim=True).clamp_min(1e-300)
+        keep = (share >= self.min_share) | (share == share.amax(-1, keepdim=True))
+        bits = 2 ** torch.arange(C, device=G.device)
+        code = (keep.long() * bits).sum(-1)                              # (B, K)
+        if self.smooth: level = _sigma_level(_corr_length(u * keep[..., None, None, None].to(u.dtype), reg))
+        else: level = torch.zeros_like(code)
+        cs = [torch.stack([code[:, i] for i in idx], 1) for idx in sets]
+        code = torch.cat([code] + [(c[..., None] & bits).amax(1).sum(-1, keepdim=True) for c in cs], 1)   # a set: union of channels
+        level = torch.cat([level] + [level[:, list(idx)].amin(1, keepdim=True) for idx in sets], 1)  # and the finest σ
+        return code, level
+    def cos2(self, gf:Tensor, x:Tensor, code:Tensor, level:Tensor) -> Tensor:
+        "(B, J, R) cos² of gf (B, d) with each noise feature on row j's channels and the region; NaN where a norm vanishes."
+        B, J = code.shape; C = self.shape[0]
+        reg = self.region(x).expand(-1, C, -1, -1, -1)
+        out = torch.full((B, J, self.n), float('nan'), dtype=torch.float64, device=gf.device)
+        gn = (gf.double() ** 2).sum(1, keepdim=True)
+        for c, l in torch.unique(torch.stack([code, level], -1).reshape(-1, 2), dim=0).tolist():
+            ch = torch.tensor([(c >> k) & 1 for k in range(C)], dtype=gf.dtype, device=gf.device).view(1, C, 1, 1, 1)
+            s, W = (reg * ch).reshape(B, -1), self.weights_at(l).to(gf.device, gf.dtype)
+            num, den = ((gf * s) @ W.T).double() ** 2, (s @ (W * W).T).double() * gn
+            v = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.full_like(den, float('nan')))
+            out = torch.where(((code == c) & (level == l))[..., None], v[:, None, :], out)
+        return out
+
+# %% ../nbs/04_flow.ipynb #a4f01896
 def _dataset_of(data):
     "(indexable dataset or tensor, its length, batch size from a DataLoader or None)."
     if isinstance(data, Tensor): return data, len(data), None
@@ -306,9 +395,9 @@ def _features_for(features, data):
 
 def _noise_for(noise, n:int, shape, seed:int):
     if _is_noise(noise): return noise
-    kw = {'global': {}, 'mask': dict(support='mask'), 'smooth': dict(support='mask', smooth=2.0)}
-    if noise not in kw: raise FlowError(f"noise must be 'global', 'mask', 'smooth' or NoiseFeatures, found {noise!r}")
-    return random_linear_features(n, shape, seed=seed, **kw[noise])
+    if noise == 'global': return random_linear_features(n, shape, seed=seed)
+    if noise in ('mask', 'smooth'): return MatchedNoise(n, shape, seed=seed, smooth=noise == 'smooth')
+    raise FlowError(f"noise must be 'global', 'mask', 'smooth' or NoiseFeatures, found {noise!r}")
 
 def _shard(rank, world_size) -> tuple[int, int]:
     if world_size is None and dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
@@ -316,10 +405,11 @@ def _shard(rank, world_size) -> tuple[int, int]:
     if not 0 <= rank < world_size: raise FlowError(f"rank must be in [0, world_size={world_size}), found {rank}")
     return rank, world_size
 
-# %% ../nbs/04_flow.ipynb #542329eb
+# %% ../nbs/04_flow.ipynb #686770f2
 def _measure_batch(model, x, features, noise, sidx, step, max_steps, threshold, method, steps_per_line):
-    "Per-point m (b, K+S), noise m (b, R) and line info for one batch."
-    B = len(x)
+    "Per-point m (b, J = K+S), noise m (b, R) or, with MatchedNoise, (b, J*R), and line info for one batch."
+    B, matched = len(x), isinstance(noise, MatchedNoise)
+    if matched and _is_noise(features): raise FlowError("a matched noise baseline needs named features, not noise features")
     if step == "auto":
         f0, g0 = _value_and_grad(model, x)
         h = (f0 - threshold).abs() / g0.flatten(1).norm(dim=1) / steps_per_line
@@ -328,8 +418,12 @@ def _measure_batch(model, x, features, noise, sidx, step, max_steps, threshold, 
     def cb(t, xt, f, g, act):
         i = act.nonzero()[:, 0]
         xa, gf = xt[i], g[i].flatten(1)
-        c, S = _align_grad(gf, xa, features, sidx)
-        a = torch.cat([c, S, _noise_cos2(gf, xa, noise)], 1)
+        if matched and t == 0:
+            c, S, G = _align_grad(gf, xa, features, sidx, keep_G=True)
+            st['code'], st['level'] = noise.calibrate(xa, G, list(sidx.values()))
+        else: c, S = _align_grad(gf, xa, features, sidx)
+        nz = noise.cos2(gf, xa, st['code'][i], st['level'][i]).flatten(1) if matched else _noise_cos2(gf, xa, noise)
+        a = torch.cat([c, S, nz], 1)
         if t == 0: st.update(a0=a.clone(), prev=a.clone(), xp=xt.clone(), I=torch.zeros_like(a))
         else:
             ds = (xa - st['xp'][i]).flatten(1).norm(dim=1).double()[:, None]
@@ -338,17 +432,19 @@ def _measure_batch(model, x, features, noise, sidx, step, max_steps, threshold, 
     fl = flow_lines(model, x, step, max_steps, threshold, method, callback=cb)
     L = fl.length.double()[:, None]
     m = torch.where(L > 0, st['I'] / torch.where(L > 0, L, torch.ones_like(L)), st['a0'])
-    return m.cpu().numpy(), dict(length=fl.length.cpu().numpy(), reached=fl.reached.cpu().numpy(),
-                                 n_steps=fl.n_steps.cpu().numpy(), f0=fl.f[:, 0].cpu().numpy(),
-                                 f_end=fl.f[torch.arange(B), fl.n_steps].cpu().numpy())
+    info = dict(length=fl.length.cpu().numpy(), reached=fl.reached.cpu().numpy(),
+                n_steps=fl.n_steps.cpu().numpy(), f0=fl.f[:, 0].cpu().numpy(),
+                f_end=fl.f[torch.arange(B), fl.n_steps].cpu().numpy())
+    if matched: info.update(noise_code=st['code'].cpu().numpy(), noise_level=st['level'].cpu().numpy())
+    return m.cpu().numpy(), info
 
-# %% ../nbs/04_flow.ipynb #a4f01896
+# %% ../nbs/04_flow.ipynb #e62e730a
 def fgf_measure(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits
                 data, # Tensor (N, C, D, H, W), Dataset (items x or (x, y)) or DataLoader
                 features, # FeatureSet (or names: spacing/window from data), or any object with .names/.gradients
                 sets=None, # dict set name -> feature names, or a list of name lists
                 n_noise:int=100, # number of random linear noise features R
-                noise="global", # 'global' (paper), 'mask', 'smooth', or a NoiseFeatures
+                noise="smooth", # 'smooth' (matched per feature, best calibrated), 'mask', 'global' (the paper's), or a NoiseFeatures
                 step="auto", # step in input units, or 'auto': 1/steps_per_line of the linearized distance
                 max_steps:int=200, # lines longer than this are marked not reached
                 n_points:int|None=None, # use the first n_points data points (None: all)
@@ -380,24 +476,37 @@ def fgf_measure(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits
             m, info = _measure_batch(model, x, features, noise_f, sidx, step, max_steps, threshold, method, steps_per_line)
             ms.append(m); infos.append(info)
     finally: model.train(was_training)
-    K = len(features.names) + len(sidx)
-    m = np.concatenate(ms) if ms else np.zeros((0, K + (len(noise_f.names) if noise_f else n_noise)))
-    info = {k: np.concatenate([d[k] for d in infos]) if infos else np.zeros(0) for k in ('length', 'reached', 'n_steps', 'f0', 'f_end')}
+    K, matched = len(features.names) + len(sidx), isinstance(noise_f, MatchedNoise) or noise in ('mask', 'smooth')
+    m = np.concatenate(ms) if ms else np.zeros((0, K + (len(noise_f.names) if noise_f else n_noise) * (K if matched else 1)))
+    info = {k: np.concatenate([d[k] for d in infos]) if infos else np.zeros(0) for k in infos[0]} if infos else \
+        {k: np.zeros(0) for k in ('length', 'reached', 'n_steps', 'f0', 'f_end')}
     if ws > 1 and dist.is_available() and dist.is_initialized():   # gather every rank's points, in index order
         parts = [None] * ws
         dist.all_gather_object(parts, (mine, m, info))
         order = np.concatenate([p[0] for p in parts]); srt = np.argsort(order); mine = order[srt]
         m = np.concatenate([p[1] for p in parts])[srt]
         info = {k: np.concatenate([p[2][k] for p in parts])[srt] for k in info}
-        noise_names = [f'noise_{i:03d}' for i in range(m.shape[1] - K)] if noise_f is None else noise_f.names
+        R = (m.shape[1] - K) // (K if matched else 1)
+        noise_names = [f'noise_{i:03d}' for i in range(R)] if noise_f is None else noise_f.names
     else: noise_names = noise_f.names                      # (explicit shard without a process group: this shard only)
     names, kinds = list(features.names) + list(sidx), ['feature'] * len(features.names) + ['set'] * len(sidx)
+    sizes = [1] * len(features.names) + [len(v) for v in sidx.values()]
     mf, mn = m[:, :K], m[:, K:]
-    table = _summarize(mf, mn, names, kinds, info['reached'].astype(bool), n_boot, seed)
+    if matched: mn = mn.reshape(len(m), K, -1)
+    table = _summarize(mf, mn, names, kinds, info['reached'].astype(bool), n_boot, seed, sizes)
     pp = pd.DataFrame(mf, columns=names)
-    pp['noise_mean'] = _nanmean(mn, 1) if mn.shape[1] else np.nan
-    for k, v in info.items(): pp[k] = v
+    pp['noise_mean'] = _nanmean(mn.reshape(len(m), -1), 1) if mn.size else np.nan
+    for k, v in info.items():
+        if v.ndim == 1: pp[k] = v
     pp.index = pd.Index(mine, name='point')
-    return FGFResult(table, pp, pd.Series(_nanmean(mn, 0), index=noise_names, name='M'), mn,
-                     dict(n_noise=len(noise_names), noise=noise if isinstance(noise, str) else repr(noise), step=step,
-                          max_steps=max_steps, threshold=threshold, method=method, seed=seed, world_size=ws))
+    settings = dict(n_noise=len(noise_names), noise=noise if isinstance(noise, str) else repr(noise), step=step,
+                    max_steps=max_steps, threshold=threshold, method=method, seed=seed, world_size=ws)
+    if matched:
+        codes, lv = info['noise_code'], info['noise_level']
+        C = noise_f.shape[0] if noise_f is not None else 2
+        settings['matched'] = {n: dict(channels=[c for c in range(C) if (int(np.bincount(codes[:, j]).argmax()) >> c) & 1],
+                                       sigma_median=float(np.median(np.asarray(SIGMA_LEVELS)[lv[:, j]])))
+                               for j, n in enumerate(names)} if len(codes) else {}
+        M_noise = pd.DataFrame(_nanmean(mn, 0).T, index=noise_names, columns=names)
+    else: M_noise = pd.Series(_nanmean(mn, 0), index=noise_names, name='M')
+    return FGFResult(table, pp, M_noise, mn, settings)

@@ -132,7 +132,7 @@ def test_measure_volume_model_significant_heldout_noise_not():
     x = blobs(10)
     f = Fn(lambda x: 3 * torch.tanh(vol(x) / 60 - 1))
     r = fgf_measure(f, x, FeatureSet(['volume', '_test_heldout_noise']), n_noise=199, batch_size=5,
-                    method='euler', steps_per_line=8, progress=False)
+                    method='euler', steps_per_line=8, progress=False, noise='global')   # the paper's baseline: E[cos²] = 1/d
     t = r.table.set_index('name')
     assert t.loc['volume', 'M'] > 0.999 and t.loc['volume', 'p_empirical'] < 0.01
     assert t.loc['volume', 'p_paired'] < 0.01 and t.loc['volume', 'ratio'] > 100
@@ -179,3 +179,40 @@ def test_holm_and_errors():
         fgf_measure(Fn(lambda x: x.sum((1, 2, 3, 4))), blobs(2), FeatureSet(['volume']), noise='pink', progress=False)
     with pytest.raises(FlowError, match='.spacing and .window'):
         fgf_measure(Fn(lambda x: x.sum((1, 2, 3, 4))), blobs(2), ['volume'], progress=False)
+
+
+@pytest.mark.parametrize('noise', ['mask', 'smooth'])
+def test_matched_noise_batching_shapes_and_plot(noise):
+    torch.manual_seed(0)
+    m = FGFNet3D(width=4, depth=2)
+    x = blobs(3, n=10)
+    fs, sets = FeatureSet(['volume', 'mean']), {'vm': ['volume', 'mean']}
+    r3 = fgf_measure(m, x, fs, sets=sets, n_noise=6, noise=noise, batch_size=3, max_steps=6, progress=False)
+    r1 = fgf_measure(m, x, fs, sets=sets, n_noise=6, noise=noise, batch_size=1, max_steps=6, progress=False)
+    assert r3.noise_per_point.shape == (3, 3, 6) and r3.noise.shape == (6, 3)
+    np.testing.assert_allclose(r3.noise_per_point, r1.noise_per_point, rtol=1e-4, atol=1e-10)  # float32 batched matmuls
+    np.testing.assert_allclose(r3.table.noise_mean, r1.table.noise_mean, rtol=1e-4)
+    mt = r3.settings['matched']
+    assert mt['volume']['channels'] == [1] and 0 in mt['mean']['channels'] and mt['vm']['channels'] == [0, 1]
+    assert (mt['volume']['sigma_median'] > 0) == (noise == 'smooth')
+    ax = r3.plot()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ['volume', 'mean', 'vm']
+
+
+def test_set_null_sums_k_noise_features():
+    "A k-feature set is compared with the projection on k noise directions (sum of k cos²), per point and in M."
+    torch.manual_seed(0)
+    m = FGFNet3D(width=4, depth=2)
+    r = fgf_measure(m, blobs(4), FeatureSet(['volume', 'mean']), sets={'vm': ['volume', 'mean']}, n_noise=7,
+                    max_steps=4, progress=False, noise='global')
+    t = r.table.set_index('name')
+    assert t.loc['vm', 'noise_mean'] == pytest.approx(2 * t.loc['volume', 'noise_mean'], rel=1e-12)
+    single = r.noise_per_point
+    pair = single + np.roll(single, -1, axis=1)
+    assert t.loc['vm', 'noise_sd'] == pytest.approx(np.nanstd(np.nanmean(pair, 0), ddof=1), rel=1e-9)
+
+
+def test_matched_noise_needs_named_features():
+    nz = random_linear_features(3, (2, 8, 8, 8))
+    with pytest.raises(FlowError, match='matched noise baseline needs named features'):
+        fgf_measure(FGFNet3D(width=2, depth=1), blobs(2), nz, noise='mask', max_steps=2, progress=False)
