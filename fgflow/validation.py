@@ -20,7 +20,7 @@ from .phantoms import LABEL_RULES, label_probabilities
 # %% auto #0
 __all__ = ['FAMILIES', 'WRONG_SET', 'STUDY_CONFIG', 'TINY_CONFIG', 'WINDOW', 'METHODS', 'ValidationError', 'truth', 'role',
            'relabel', 'spearman_scores', 'rcv_scores', 'load_cohort', 'run_seed', 'read_study', 'run_study',
-           'summarize_study', 'plot_study']
+           'summarize_study', 'plot_study', 'gradient_overlap']
 
 # %% ../nbs/11_validation.ipynb #ca448152
 class ValidationError(FGFlowError):
@@ -84,13 +84,12 @@ def _embed(model, x:torch.Tensor, batch_size:int=16) -> tuple[np.ndarray, np.nda
         phis.append(phi.detach()); grads.append(g)
     return torch.cat(phis).double().numpy(), torch.cat(grads).double().numpy()
 
-def _ridge(P:np.ndarray, v:np.ndarray, alpha:float) -> tuple[np.ndarray, float]:
-    "Ridge weights and intercept on standardized columns of P (weights returned in P's units)."
+def _ridge(P:np.ndarray, V:np.ndarray, alpha:float) -> tuple[np.ndarray, np.ndarray]:
+    "Ridge weights (F, m) and intercepts (m,) for every column of V (n, m), on standardized columns of P (weights in P's units)."
     mu, sd = P.mean(0), P.std(0); sd = np.where(sd > 0, sd, 1.)
     Z = (P - mu) / sd
-    w = np.linalg.solve(Z.T @ Z + alpha * len(Z) * np.eye(Z.shape[1]), Z.T @ (v - v.mean()))
-    w = w / sd
-    return w, float(v.mean() - mu @ w)
+    W = np.linalg.solve(Z.T @ Z + alpha * len(Z) * np.eye(Z.shape[1]), Z.T @ (V - V.mean(0))) / sd[:, None]
+    return W, V.mean(0) - mu @ W
 
 def rcv_scores(model, # has .embed(x) -> (B, F) and .head (the last Linear), like FGFNet3D
                fit_x:torch.Tensor, # inputs the regressions are fitted on (training + validation cases)
@@ -98,7 +97,7 @@ def rcv_scores(model, # has .embed(x) -> (B, F) and .head (the last Linear), lik
                eval_x:torch.Tensor, # test inputs (R^2 and sensitivity)
                eval_values:pd.DataFrame, # their feature values
                alpha:float=1e-2, # ridge penalty (relative, on standardized activations)
-               n_perm:int=200, # permutations of the feature values for the p value
+               n_perm:int=2000, # permutations of the feature values for the p value (>= 20 K / level to pass Holm over K)
                seed:int=0, # permutation seed
               ) -> pd.DataFrame:
     "Regression concept vector per feature: test R², sensitivity ∇_φ f·v, score R²·|cos| and a permutation p."
@@ -107,29 +106,28 @@ def rcv_scores(model, # has .embed(x) -> (B, F) and .head (the last Linear), lik
     P, _ = _embed(model, fit_x); Q, gq = _embed(model, eval_x)
     rng, rows = np.random.default_rng(seed), []
     gmean = gq.mean(0)
-    def score(v_fit, v_eval):
-        w, b = _ridge(P, v_fit, alpha)
-        pred = Q @ w + b
+    def score(V_fit, v_eval):          # V_fit (n, m): the feature and its permutations as columns
+        W, b = _ridge(P, V_fit, alpha)
+        pred = Q @ W + b
         ss = ((v_eval - v_eval.mean())**2).sum()
-        r2 = 1 - ((v_eval - pred)**2).sum() / ss if ss > 0 else np.nan
-        u = w / np.linalg.norm(w) if np.linalg.norm(w) > 0 else w
-        sens = gq @ u
-        cos = abs(gmean @ u) / max(np.linalg.norm(gmean), 1e-300)
-        return r2, sens, max(r2, 0.) * cos
+        r2 = 1 - ((v_eval[:, None] - pred)**2).sum(0) / ss if ss > 0 else np.full(W.shape[1], np.nan)
+        U = W / np.maximum(np.linalg.norm(W, axis=0), 1e-300)
+        cos = np.abs(gmean @ U) / max(np.linalg.norm(gmean), 1e-300)
+        return r2, gq @ U, np.maximum(r2, 0.) * cos
     for n in fit_values.columns:
         vf, ve = fit_values[n].to_numpy(float), eval_values[n].to_numpy(float)
         if not (np.isfinite(vf).all() and np.isfinite(ve).all()) or np.ptp(vf) == 0:
             rows.append(dict(name=n, r2=np.nan, sensitivity=np.nan, sensitivity_sd=np.nan, score=np.nan, p=np.nan)); continue
-        r2, sens, sc = score(vf, ve)
-        null = np.array([score(rng.permutation(vf), ve)[2] for _ in range(n_perm)])
-        rows.append(dict(name=n, r2=r2, sensitivity=sens.mean(), sensitivity_sd=sens.std(), score=sc,
-                         p=(1 + np.sum(null >= sc)) / (n_perm + 1)))
+        perm = np.stack([vf] + [rng.permutation(vf) for _ in range(n_perm)], 1)
+        r2, sens, sc = score(perm, ve)
+        rows.append(dict(name=n, r2=r2[0], sensitivity=sens[:, 0].mean(), sensitivity_sd=sens[:, 0].std(), score=sc[0],
+                         p=(1 + np.sum(sc[1:] >= sc[0])) / (n_perm + 1)))
     t = pd.DataFrame(rows); t['p_holm'] = holm(t.p.values)
     return t
 
 # %% ../nbs/11_validation.ipynb #0e7b68c1
 STUDY_CONFIG = dict(n_cases=100, matrix=128, size=32, spacing=2.0, width=8, depth=3, epochs=15, batch_size=8, lr=3e-3,
-                    lam=100.0, n_noise=100, steps_per_line=10, max_steps=30, fractions=(0.5, 0.25, 0.25), n_perm=200,
+                    lam=100.0, n_noise=100, steps_per_line=10, max_steps=30, fractions=(0.5, 0.25, 0.25), n_perm=2000,
                     baselines=('global', 'mask', 'smooth'))
 TINY_CONFIG = dict(STUDY_CONFIG, n_cases=24, matrix=64, size=16, spacing=4.0, width=4, depth=2, epochs=3, n_noise=20,
                    steps_per_line=4, max_steps=8, n_perm=20)
@@ -310,7 +308,7 @@ def plot_study(summary:dict, # summarize_study's output
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
     rk = summary['ranks']
-    rules = [r for r in dict.fromkeys(rk.columns.get_level_values(0)) if truth(r)]
+    rules = [r for r in LABEL_RULES if truth(r) and r in set(rk.columns.get_level_values(0))]
     fig, axs = plt.subplots(1, len(rules) + 1, figsize=(3.2 * len(rules) + 4.5, 5.2), gridspec_kw=dict(width_ratios=[1] * len(rules) + [1.4]))
     for ax, rule in zip(axs, rules):
         m = rk[rule].reindex(columns=[c for c in METHODS if c in rk[rule]])
@@ -322,9 +320,23 @@ def plot_study(summary:dict, # summarize_study's output
             if n in truth(rule): ax.add_patch(Rectangle((-0.5, i - 0.5), m.shape[1], 1, fill=False, ec='red', lw=1.5))
         ax.set_title(f"{rule}\nmean rank (1 = top)", fontsize=9)
     c = summary['calibration'].pivot(index='method', columns='rule', values='rate').reindex([m for m in METHODS])
+    c = c[[r for r in LABEL_RULES if r in c.columns]]
     c.plot.bar(ax=axs[-1], width=0.8)
     axs[-1].axhline(0.05, color='k', ls=':', lw=1); axs[-1].set_ylabel('irrelevant features significant (Holm, 5%)')
     axs[-1].set_title('false positives per method and rule', fontsize=9); axs[-1].legend(fontsize=7)
     axs[-1].tick_params(axis='x', labelrotation=45, labelsize=8)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/11_validation.ipynb #14a7093a
+def gradient_overlap(x:torch.Tensor, # (N, 2, D, H, W) inputs
+                     features:FeatureSet, # the features to compare
+                     batch_size:int=8,
+                    ) -> pd.DataFrame:
+    "Mean over inputs of cos² between the gradients of every pair of features (K, K)."
+    acc = 0.
+    for i in range(0, len(x), batch_size):
+        G = features.gradients(x[i:i + batch_size]).flatten(2).double()
+        G = G / G.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+        acc = acc + ((G @ G.transpose(1, 2))**2).sum(0)
+    return pd.DataFrame((acc / len(x)).numpy(), index=features.names, columns=features.names)

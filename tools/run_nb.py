@@ -20,7 +20,9 @@ def _flags(src):
 def run(path, flags=()):
     path = Path(path).resolve()
     nb = nbformat.read(path, as_version=4)
-    skip_flags = {'slow'} - set(flags)
+    import configparser
+    cfg = configparser.ConfigParser(); cfg.read(Path(__file__).resolve().parents[1]/'settings.ini')
+    skip_flags = set(cfg.get('DEFAULT', 'tst_flags', fallback='slow').split()) - set(flags)
     os.chdir(path.parent)
     shell = CaptureShell(path=path.parent)
     for cell in nb.cells:
