@@ -135,14 +135,18 @@ def feature_values(x:Tensor, # (B, 2, D, H, W) batch
     "Values (B, K) of the named features; differentiable in `x`."
     return torch.stack([f(x, spacing, window) for f in _lookup(names)], 1)
 
+_FAST = None  # closed-form gradients of the built-in features (set below, once they are defined)
+
 def feature_gradients(x:Tensor, # (B, C, D, H, W) batch
                       names:Sequence[str], # feature names in `FEATURES`
                       spacing=(1., 1., 1.), # voxel size in mm, array-axis order
                       window=(-200., 300.), # HU window (lo, hi) of channel 0
                      ) -> Tensor:
-    "Detached gradients (B, K, C, D, H, W): one backward of the batch sum per feature."
+    "Detached gradients (B, K, C, D, H, W): closed forms for the built-in features, one backward of the batch sum for others."
     feats, out = _lookup(names), []
+    fast = _FAST(x.detach(), [f.name for f in feats], spacing, window) if _FAST else {}
     for f in feats:
+        if f.name in fast: out.append(fast[f.name]); continue
         with torch.enable_grad():
             xr = x.detach().requires_grad_(True)
             v = f(xr, spacing, window)
@@ -286,6 +290,98 @@ def sphericity(x:Tensor, spacing=(1., 1., 1.), window=None) -> Tensor:
     a, v = _mesh(x, spacing)
     ok = a > 0
     return torch.where(ok, (36 * math.pi * v**2).pow(1 / 3) / torch.where(ok, a, 1.), math.nan).to(x.dtype)
+
+# %% ../nbs/03_features.ipynb #06f8dcaf
+def _grad_volume(x, m, spacing, window, names):
+    return {'volume': (1, torch.full_like(m, math.prod(float(s) for s in spacing)))}
+
+def _grad_centroid(x, m, spacing, window, names):
+    S, c = _sum(m)[:, None, None, None], _axis_coords(x, spacing)
+    out = {}
+    for ax, n in ((2, 'x'), (1, 'y'), (0, 'z')):
+        mu = _sum(m * c[ax])[:, None, None, None] / S
+        out[f'centroid_{n}'] = (1, (c[ax] - mu) / S)
+    return out
+
+def _grad_moments(x, m, spacing, window, names):
+    hu, span = _hu(x, window), float(window[1]) - float(window[0])
+    S = _sum(m)[:, None, None, None]; w = m / S
+    mu = _sum(w * hu)[:, None, None, None]; d = hu - mu
+    M = {k: _sum(w * d**k)[:, None, None, None] for k in (2, 3, 4)}; M[1] = torch.zeros_like(M[2])
+    dhu = {k: k * w * (d**(k - 1) - M[k - 1]) for k in (2, 3, 4)}
+    dm = {k: (d**k - M[k] - k * M[k - 1] * d) / S for k in (2, 3, 4)}
+    out = {'mean': (2, (w * span, d / S)), 'variance': (2, (dhu[2] * span, dm[2]))}
+    ok = M[2] > 1e-24 * (mu**2 + 1); M2 = torch.where(ok, M[2], 1.)
+    for n, k, p in (('skewness', 3, 1.5), ('kurtosis', 4, 2.)):
+        if n not in names: continue
+        a, b = 1 / M2**p, -p * M[k] / M2**(p + 1)             # d(M_k / M_2^p) = a dM_k + b dM_2
+        out[n] = (2, tuple(torch.where(ok, a * g1 + b * g2, 0.) for g1, g2 in ((dhu[k] * span, dhu[2] * span), (dm[k], dm[2]))))
+    return {n: v for n, v in out.items() if n in names}
+
+def _grad_eigen(x, m, spacing, window, names):
+    S = _sum(m); w = m / S[:, None, None, None]
+    c = _axis_coords(x, spacing)
+    d = [ci - _sum(w * ci)[:, None, None, None] for ci in c]
+    cov = torch.stack([torch.stack([_sum(w * di * dj) for dj in d], -1) for di in d], -2)
+    L, V = torch.linalg.eigh(cov)                                  # ascending: least, minor, major
+    proj2 = torch.stack([sum(V[:, a, k, None, None, None] * d[a] for a in range(3)) ** 2 for k in range(3)], 1)  # (B,3,D,H,W)
+    tol = 1e-9 * L.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(L.dtype).tiny)
+    same = ((L[..., :, None] - L[..., None, :]).abs() <= tol[..., None]).to(L.dtype)
+    pos = lambda t: torch.where(t > 0, t, 1.)
+    out = {}
+    for n in names:
+        gL = torch.zeros_like(L)
+        if n.endswith('_axis_length'):
+            k = {'least': 0, 'minor': 1, 'major': 2}[n.split('_')[0]]
+            gL[:, k] = torch.where(L[:, k] > 0, 2 / pos(L[:, k]).sqrt(), 0.)
+        else:
+            k = 1 if n == 'elongation' else 0
+            r = L[:, k] / L[:, 2]; ok = r > 0; sr = pos(r).sqrt()
+            gL[:, k] = torch.where(ok, 0.5 / (sr * L[:, 2]), 0.); gL[:, 2] = torch.where(ok, -0.5 * sr / L[:, 2], 0.)
+        gL = (same @ gL[..., None])[..., 0] / same.sum(-1)         # average over equal eigenvalues, as the backward
+        g = ((gL[:, :, None, None, None] * proj2).sum(1) - (gL * L).sum(1)[:, None, None, None]) / S[:, None, None, None]
+        out[n] = (1, g)
+    return out
+
+def _grad_mesh(x, m, spacing, window, names):
+    with torch.enable_grad():
+        xr = x.detach().double().requires_grad_(True)
+        a, v = _mesh(xr, spacing)
+        ok = a > 0
+        sph = torch.where(ok, (36 * math.pi * v**2).pow(1 / 3) / torch.where(ok, a, 1.), math.nan)
+        outs = {'surface_area': a, 'sphericity': sph}
+        want = [n for n in ('surface_area', 'sphericity') if n in names]
+        gs = [torch.autograd.grad(outs[n].sum(), xr, allow_unused=True, retain_graph=i < len(want) - 1)[0] for i, n in enumerate(want)]
+    return {n: (None, torch.zeros_like(xr) if g is None else g) for n, g in zip(want, gs)}
+
+_GROUPS = {'volume': _grad_volume, 'centroid': _grad_centroid, 'moments': _grad_moments, 'eigen': _grad_eigen, 'mesh': _grad_mesh}
+_ANALYTIC = {'volume': ('volume', volume), 'mean': ('moments', mean), 'variance': ('moments', variance),
+             'skewness': ('moments', skewness), 'kurtosis': ('moments', kurtosis),
+             'elongation': ('eigen', elongation), 'flatness': ('eigen', flatness),
+             'surface_area': ('mesh', surface_area), 'sphericity': ('mesh', sphericity)}
+_ANALYTIC |= {f'centroid_{n}': ('centroid', FEATURES[f'centroid_{n}'].fn) for n in 'xyz'}
+_ANALYTIC |= {f'{n}_axis_length': ('eigen', FEATURES[f'{n}_axis_length'].fn) for n in ('major', 'minor', 'least')}
+
+def _fast_gradients(x:Tensor, names:list, spacing, window) -> dict:
+    "Gradients (B, C, D, H, W) of the built-in features among `names`, one computation per group."
+    todo = {}
+    for n in names:
+        grp = _ANALYTIC.get(n)
+        if grp is not None and FEATURES[n].fn is grp[1]: todo.setdefault(grp[0], []).append(n)
+    if not todo: return {}
+    _check(x)
+    m, out = _mask(x), {}
+    for grp, ns in todo.items():
+        for n, (ch, g) in _GROUPS[grp](x, m, spacing, window, ns).items():
+            if ch is None: full = g                                # a full (B, C, ...) gradient (mesh)
+            else:
+                full = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+                if ch == 1: full[:, 1] = g
+                else: full[:, 0], full[:, 1] = g[0], g[1]          # (CT channel, mask channel)
+            out[n] = full.to(x.dtype)
+    return out
+
+_FAST = _fast_gradients
 
 # %% ../nbs/03_features.ipynb #b6d44b58
 def _gauss_smooth(r:Tensor, sigma:float, pad:int) -> Tensor:

@@ -142,11 +142,13 @@ def fgf_penalty(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits; no cross
                 features, # FeatureSet (or anything with `.gradients(x) -> (B, K, C, D, H, W)`)
                 method:str="finite_difference", # or "double_backprop"
                 h:float=0.1, # finite-difference step, relative to the RMS of each input
+                G:Tensor|None=None, # precomputed `features.gradients(x)` (B, K, C, D, H, W), e.g. cached by `train`
                ) -> Tensor:
     "Scalar mean(1 - a_S(x)) over the batch, differentiable in the model's parameters."
     if method not in ("finite_difference", "double_backprop"):
         raise TrainingError(f"method must be 'finite_difference' or 'double_backprop', found {method!r}")
-    G = features.gradients(x.detach()).detach().flatten(2).to(x.dtype)  # (B, K, d), no graph
+    if G is None: G = features.gradients(x.detach())
+    G = G.detach().flatten(2).to(x.dtype)  # (B, K, d), no graph
     xr = x.detach().requires_grad_(True)
     if method == "double_backprop":
         gf = input_gradients(model, xr, create_graph=True)
@@ -297,6 +299,8 @@ def _validate(model, loader, n:int, pw, device, d:_Dist) -> tuple[float, float, 
     loss = F.binary_cross_entropy_with_logits(torch.from_numpy(score), torch.from_numpy(y), pos_weight=pwt).item()
     return roc_auc(y, score), loss, score
 
+_G_CACHE_BYTES = 2 * 2**30  # cache the feature gradients of the training set up to this size
+
 class _Indexed(torch.utils.data.Dataset):
     "Items (index, (x, y)) so gathered predictions can be put back in order."
     def __init__(self, ds): self.ds = ds
@@ -362,7 +366,11 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
     elif resume and d.main: warnings.warn(f"resume=True but no {out/'last.pt'}: starting from epoch 0")
 
     sampler = torch.utils.data.DistributedSampler(train_data, num_replicas=d.world, rank=d.rank, shuffle=True, seed=seed)
-    loader = torch.utils.data.DataLoader(train_data, batch_size=batch_size // d.world, sampler=sampler, num_workers=0)
+    # the feature gradients depend on the input only: without augmentation, compute them once per case (memory permitting)
+    cache_G = lam > 0 and augment is None and len(train_data) * len(getattr(feats, "names", [0])) * train_data[0][0].numel() * 4 <= _G_CACHE_BYTES
+    loader = torch.utils.data.DataLoader(_Indexed(train_data), batch_size=batch_size // d.world, sampler=sampler,
+                                         num_workers=0, collate_fn=_collate)
+    Gcache = {}
     vsamp = torch.utils.data.DistributedSampler(valid_data, num_replicas=d.world, rank=d.rank, shuffle=False)
     vloader = torch.utils.data.DataLoader(_Indexed(valid_data), batch_size=batch_size // d.world, sampler=vsamp,
                                           num_workers=0, collate_fn=_collate)
@@ -372,12 +380,18 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
     for epoch in bar:
         t0 = time.time(); sampler.set_epoch(epoch); gen.manual_seed(seed * 1_000_003 + epoch * 1009 + d.rank)
         sums = torch.zeros(4, dtype=torch.float64)  # loss, bce, penalty, batches
-        for b, (x, y) in enumerate(loader):
+        for b, (idx, (x, y)) in enumerate(loader):
             x, y = x.to(device), y.to(device).float()
             if augment is not None: x = augment(x, generator=gen)
             bce = lossf(net(x), y)
             ok = bool(torch.isfinite(bce))  # a non-finite input would make the features fail first
-            pen = fgf_penalty(model, x, feats, method=penalty_method) if lam > 0 and ok else bce.new_zeros(())
+            G = None
+            if cache_G and ok:
+                miss = [j for j, i in enumerate(idx.tolist()) if i not in Gcache]
+                if miss:
+                    for i, g in zip(idx[miss].tolist(), feats.gradients(x[miss])): Gcache[i] = g
+                G = torch.stack([Gcache[i] for i in idx.tolist()])
+            pen = fgf_penalty(model, x, feats, method=penalty_method, G=G) if lam > 0 and ok else bce.new_zeros(())
             loss = bce + lam * pen
             bad = _all_sum(torch.tensor([0. if ok and torch.isfinite(loss).item() else 1.], device=device), d)
             if bad.item() > 0:

@@ -192,3 +192,45 @@ def test_noise_errors():
     nf = random_linear_features(2, (2, 4, 4, 4))
     with pytest.raises(FeatureError, match=r'inputs of shape \(B, \(2, 4, 4, 4\)\), found \(1, 2, 4, 4, 5\)'):
         nf.values(torch.zeros(1, 2, 4, 4, 5))
+
+
+def _autograd_gradients(x, names, sp, win):
+    from fgflow.features import _lookup
+    out = []
+    for f in _lookup(names):
+        xr = x.detach().requires_grad_(True)
+        g, = torch.autograd.grad(f(xr, sp, win).sum(), xr, allow_unused=True)
+        out.append(torch.zeros_like(x) if g is None else g)
+    return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+def test_closed_form_gradients_equal_autograd(dtype):
+    "feature_gradients' shared closed forms (and one mesh for two features) equal per-feature autograd."
+    from fgflow.features import FEATURES, feature_gradients
+    g = torch.Generator().manual_seed(0)
+    n = 14
+    c = torch.arange(n, dtype=torch.float64) - n / 2 + 0.5
+    zz, yy, xx = torch.meshgrid(c, c, c, indexing='ij')
+    x = torch.rand(4, 2, n, n, n, generator=g, dtype=torch.float64)
+    r = ((zz / 4)**2 + (yy / 2.5)**2 + (xx / 5.5)**2).sqrt()
+    x[:3, 1] = torch.sigmoid((1 - r) * 4 + 0.3 * torch.randn(3, n, n, n, generator=g, dtype=torch.float64))
+    x[3, 1] = (zz**2 + yy**2 + xx**2 < 16).double()            # a sphere: degenerate eigenvalues
+    x = x.to(dtype)
+    names = list(FEATURES)[::-1]                                   # any order
+    sp, win = (2.5, 0.9, 1.1), (-150., 250.)
+    a, b = feature_gradients(x, names, sp, win), _autograd_gradients(x, names, sp, win)
+    assert a.dtype == dtype and a.shape == (4, len(names), 2, n, n, n)
+    for k, name in enumerate(names):
+        err = ((a[:, k] - b[:, k]).abs().max() / b[:, k].abs().max()).item()
+        assert err < 1e-10, (name, err)
+
+
+def test_reregistered_builtin_name_uses_autograd():
+    from fgflow.features import FEATURES, Feature, feature_gradients
+    saved = FEATURES['volume']
+    try:
+        FEATURES['volume'] = Feature('volume', lambda x, s, w: (x[:, 1] ** 2).sum((1, 2, 3)))
+        x = torch.rand(2, 2, 5, 5, 5, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(feature_gradients(x, ['volume'])[:, 0, 1], 2 * x[:, 1])
+    finally: FEATURES['volume'] = saved

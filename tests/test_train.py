@@ -199,3 +199,23 @@ def test_early_stopping_and_argument_errors(tmp_path):
     one = Blobs(12, S=8, seed=2); one.labels = np.zeros(12, int)
     with pytest.raises(TrainingError, match='validation labels need both classes'): train(TinyNet(), tr, one, progress=False)
     with pytest.raises(TrainingError, match='no checkpoint'): load_checkpoint(tmp_path / 'nope.pt')
+
+
+def test_feature_gradient_cache_is_bit_identical(monkeypatch):
+    "Without augmentation train caches each case's feature gradients; the weights equal those of a run without the cache."
+    import fgflow.train as T
+    tr, va = _data()
+    calls = {'n': 0}
+    fs = FeatureSet(['volume', 'mean'], spacing=tr.spacing)
+    orig = fs.gradients
+    def counted(x): calls['n'] += len(x); return orig(x)
+    fs.gradients = counted
+    runs = {}
+    for budget in (T._G_CACHE_BYTES, 0):
+        monkeypatch.setattr(T, '_G_CACHE_BYTES', budget)
+        torch.manual_seed(0); calls['n'] = 0
+        r = T.train(TinyNet(), tr, va, features=fs, lam=0.5, epochs=3, lr=1e-2, batch_size=4, seed=1, progress=False)
+        runs[budget] = (r.model.state_dict(), calls['n'])
+    (cached, n_cached), (plain, n_plain) = runs.values()
+    assert n_cached == len(tr) and n_plain == 3 * len(tr)        # once per case vs once per case and epoch
+    assert all(torch.equal(cached[k], plain[k]) for k in cached)
