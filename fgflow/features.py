@@ -91,13 +91,17 @@ for _ax, _n in ((2, 'x'), (1, 'y'), (0, 'z')):
                      unit='mm', description=f'occupancy-weighted mean {_n} (array axis {_ax}) relative to the crop centre')
 
 # %% ../nbs/03_features.ipynb #623cd0d6
+def _moment_parts(x:Tensor, window):
+    "Occupancy sum S (B,1,1,1), weights w = m/S, HU, its weighted mean mu (B,1,1,1) and d = HU - mu, float64."
+    m, hu = _mask(x), _hu(x, window)
+    S = _sum(m)[:, None, None, None]; w = m / S
+    mu = _sum(w * hu)[:, None, None, None]
+    return S, w, hu, mu, hu - mu
+
 def _moments(x:Tensor, window):
     "Mask-weighted mean and central moments 2..4 of HU, each (B,) float64."
-    m, hu = _mask(x), _hu(x, window)
-    w = m / _sum(m)[:, None, None, None]
-    mu = _sum(w * hu)
-    d = hu - mu[:, None, None, None]
-    return mu, _sum(w * d**2), _sum(w * d**3), _sum(w * d**4)
+    _, w, _, mu, d = _moment_parts(x, window)
+    return mu[:, 0, 0, 0], _sum(w * d**2), _sum(w * d**3), _sum(w * d**4)
 
 def _ratio(num:Tensor, m2:Tensor, mu:Tensor, p:float) -> Tensor:
     "num / m2**p, 0 (with zero gradient) where m2 is 0 up to float64 rounding."
@@ -187,10 +191,14 @@ class _EigvalshSym(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gL):
         L, V = ctx.saved_tensors
-        tol = 1e-9 * L.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(L.dtype).tiny)
-        same = ((L[..., :, None] - L[..., None, :]).abs() <= tol[..., None]).to(gL.dtype)
-        gL = (same @ gL[..., None])[..., 0] / same.sum(-1)
+        gL = _cluster_average(L, gL)
         return (V * gL[..., None, :]) @ V.transpose(-1, -2)
+
+def _cluster_average(L:Tensor, gL:Tensor) -> Tensor:
+    "The upstream gradient gL (..., 3) averaged within clusters of equal eigenvalues L (relative tolerance 1e-9)."
+    tol = 1e-9 * L.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(L.dtype).tiny)
+    same = ((L[..., :, None] - L[..., None, :]).abs() <= tol[..., None]).to(gL.dtype)
+    return (same @ gL[..., None])[..., 0] / same.sum(-1)
 
 def _eigvalsh(A:Tensor) -> Tensor:
     "Ascending eigenvalues of symmetric (..., 3, 3) matrices with a gradient that is finite at degeneracy."
@@ -201,15 +209,16 @@ def _safe_sqrt(t:Tensor) -> Tensor:
     ok = t > 0
     return torch.where(ok, torch.where(ok, t, 1.).sqrt(), 0.)
 
+def _covariance(x:Tensor, spacing) -> tuple[Tensor, list, Tensor]:
+    "Occupancy sum S (B,), offsets from the centroid per axis (mm, (B, D, H, W) each) and the weighted covariance (B, 3, 3)."
+    m = _mask(x); S = _sum(m)
+    w = m / S[:, None, None, None]
+    d = [ci - _sum(w * ci)[:, None, None, None] for ci in _axis_coords(x, spacing)]
+    return S, d, torch.stack([torch.stack([_sum(w * di * dj) for dj in d], -1) for di in d], -2)
+
 def _eigen(x:Tensor, spacing) -> Tensor:
     "Eigenvalues (B, 3), ascending, of the occupancy-weighted covariance of positions in mm."
-    m = _mask(x)
-    w = m / _sum(m)[:, None, None, None]
-    c = _axis_coords(x, spacing)
-    mu = [_sum(w * ci) for ci in c]
-    d = [ci - mi[:, None, None, None] for ci, mi in zip(c, mu)]
-    cov = torch.stack([torch.stack([_sum(w * di * dj) for dj in d], -1) for di in d], -2)
-    return _eigvalsh(cov)
+    return _eigvalsh(_covariance(x, spacing)[2])
 
 # %% ../nbs/03_features.ipynb #8a9103ec
 def _axis_feature(k:int):
@@ -287,9 +296,12 @@ def surface_area(x:Tensor, spacing=(1., 1., 1.), window=None) -> Tensor:
 @register_feature('sphericity', description='(36 pi V^2)^(1/3) / A with the mesh volume V and area A (pyradiomics Sphericity)')
 def sphericity(x:Tensor, spacing=(1., 1., 1.), window=None) -> Tensor:
     "(36 pi V^2)^(1/3) / A of the mesh; NaN (zero gradient) for an empty mask."
-    a, v = _mesh(x, spacing)
+    return _sphericity(*_mesh(x, spacing)).to(x.dtype)
+
+def _sphericity(a:Tensor, v:Tensor) -> Tensor:
+    "(36 pi v^2)^(1/3) / a from mesh area and volume; NaN (zero gradient) where a = 0."
     ok = a > 0
-    return torch.where(ok, (36 * math.pi * v**2).pow(1 / 3) / torch.where(ok, a, 1.), math.nan).to(x.dtype)
+    return torch.where(ok, (36 * math.pi * v**2).pow(1 / 3) / torch.where(ok, a, 1.), math.nan)
 
 # %% ../nbs/03_features.ipynb #06f8dcaf
 def _grad_volume(x, m, spacing, window, names):
@@ -304,9 +316,8 @@ def _grad_centroid(x, m, spacing, window, names):
     return out
 
 def _grad_moments(x, m, spacing, window, names):
-    hu, span = _hu(x, window), float(window[1]) - float(window[0])
-    S = _sum(m)[:, None, None, None]; w = m / S
-    mu = _sum(w * hu)[:, None, None, None]; d = hu - mu
+    span = float(window[1]) - float(window[0])
+    S, w, hu, mu, d = _moment_parts(x, window)
     M = {k: _sum(w * d**k)[:, None, None, None] for k in (2, 3, 4)}; M[1] = torch.zeros_like(M[2])
     dhu = {k: k * w * (d**(k - 1) - M[k - 1]) for k in (2, 3, 4)}
     dm = {k: (d**k - M[k] - k * M[k - 1] * d) / S for k in (2, 3, 4)}
@@ -319,14 +330,9 @@ def _grad_moments(x, m, spacing, window, names):
     return {n: v for n, v in out.items() if n in names}
 
 def _grad_eigen(x, m, spacing, window, names):
-    S = _sum(m); w = m / S[:, None, None, None]
-    c = _axis_coords(x, spacing)
-    d = [ci - _sum(w * ci)[:, None, None, None] for ci in c]
-    cov = torch.stack([torch.stack([_sum(w * di * dj) for dj in d], -1) for di in d], -2)
+    S, d, cov = _covariance(x, spacing)
     L, V = torch.linalg.eigh(cov)                                  # ascending: least, minor, major
     proj2 = torch.stack([sum(V[:, a, k, None, None, None] * d[a] for a in range(3)) ** 2 for k in range(3)], 1)  # (B,3,D,H,W)
-    tol = 1e-9 * L.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(L.dtype).tiny)
-    same = ((L[..., :, None] - L[..., None, :]).abs() <= tol[..., None]).to(L.dtype)
     pos = lambda t: torch.where(t > 0, t, 1.)
     out = {}
     for n in names:
@@ -338,7 +344,7 @@ def _grad_eigen(x, m, spacing, window, names):
             k = 1 if n == 'elongation' else 0
             r = L[:, k] / L[:, 2]; ok = r > 0; sr = pos(r).sqrt()
             gL[:, k] = torch.where(ok, 0.5 / (sr * L[:, 2]), 0.); gL[:, 2] = torch.where(ok, -0.5 * sr / L[:, 2], 0.)
-        gL = (same @ gL[..., None])[..., 0] / same.sum(-1)         # average over equal eigenvalues, as the backward
+        gL = _cluster_average(L, gL)                               # average over equal eigenvalues, as the backward
         g = ((gL[:, :, None, None, None] * proj2).sum(1) - (gL * L).sum(1)[:, None, None, None]) / S[:, None, None, None]
         out[n] = (1, g)
     return out
@@ -347,9 +353,7 @@ def _grad_mesh(x, m, spacing, window, names):
     with torch.enable_grad():
         xr = x.detach().double().requires_grad_(True)
         a, v = _mesh(xr, spacing)
-        ok = a > 0
-        sph = torch.where(ok, (36 * math.pi * v**2).pow(1 / 3) / torch.where(ok, a, 1.), math.nan)
-        outs = {'surface_area': a, 'sphericity': sph}
+        outs = {'surface_area': a, 'sphericity': _sphericity(a, v)}
         want = [n for n in ('surface_area', 'sphericity') if n in names]
         gs = [torch.autograd.grad(outs[n].sum(), xr, allow_unused=True, retain_graph=i < len(want) - 1)[0] for i, n in enumerate(want)]
     return {n: (None, torch.zeros_like(xr) if g is None else g) for n, g in zip(want, gs)}

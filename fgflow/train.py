@@ -107,9 +107,10 @@ def _features(features, data=None) -> FeatureSet|None:
 
 def _defined_penalty(gf:Tensor, G:Tensor) -> tuple[Tensor, Tensor]:
     "Mean of (1 - a) over samples with defined alignment, and the mask of those samples."
-    with torch.no_grad(): ok = torch.isfinite(projection_fraction(gf.detach(), G))
+    a = projection_fraction(gf, G)          # one QR/SVD of G; undefined (NaN) samples get no gradient
+    ok = torch.isfinite(a.detach())
     if not ok.any(): return gf.sum() * 0., ok
-    return (1 - projection_fraction(gf[ok], G[ok])).mean(), ok
+    return (1 - a[ok]).mean(), ok
 
 # %% ../nbs/05_train.ipynb #1e57dc54
 _PWL = (nn.ReLU, nn.LeakyReLU)

@@ -20,9 +20,8 @@ def _flags(src):
 def run(path, flags=()):
     path = Path(path).resolve()
     nb = nbformat.read(path, as_version=4)
-    import configparser
-    cfg = configparser.ConfigParser(); cfg.read(Path(__file__).resolve().parents[1]/'settings.ini')
-    skip_flags = set(cfg.get('DEFAULT', 'tst_flags', fallback='slow').split()) - set(flags)
+    from nbdev.config import get_config
+    skip_flags = set(get_config(path=Path(__file__).resolve().parents[1]).tst_flags.split()) - set(flags)
     os.chdir(path.parent)
     shell = CaptureShell(path=path.parent)
     for cell in nb.cells:
