@@ -244,8 +244,16 @@ def load_checkpoint(path:str|Path) -> dict:
     "Read a checkpoint written by `train` (safe loader: `weights_only=True`)."
     path = Path(path)
     if not path.exists(): raise TrainingError(f"{path}: no checkpoint")
-    try: return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise TrainingError(f"{path}: cannot read checkpoint ({e})") from e
+    try: ck = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # never relay torch's advice to unpickle arbitrary objects (weights_only=False)
+        msg = str(e); detail = msg.split('WeightsUnpickler error:')[-1].strip().split('\n')[0] if 'WeightsUnpickler' in msg else msg.split('\n')[0]
+        why = ('it holds Python objects that the safe loader (weights_only=True) refuses to unpickle; load only files '
+               'written by `fgflow train`' if 'Unsupported global' in msg else
+               f"not a checkpoint written by `fgflow train` ({detail or type(e).__name__})")
+        raise TrainingError(f"{path}: cannot read checkpoint: {why}") from None
+    if not isinstance(ck, dict) or 'model' not in ck:
+        raise TrainingError(f"{path}: cannot read checkpoint: expected a dict with 'model' weights (written by `fgflow train`), found {type(ck).__name__}")
+    return ck
 
 def _rng_state() -> dict:
     st = {'torch': torch.get_rng_state()}
