@@ -243,7 +243,7 @@ def flatness(x:Tensor, spacing=(1., 1., 1.), window=None) -> Tensor:
 # %% ../nbs/03_features.ipynb #7bc6b85e
 _CORNERS = np.array([(0, 0, 0), (0, 0, 1), (0, 1, 1), (0, 1, 0), (1, 0, 0), (1, 0, 1), (1, 1, 1), (1, 1, 0)])  # (z, y, x)
 _EDGES = np.array([(0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7)])
-_TRI = None
+_TRI = _SEP = None
 
 def _tri_table() -> np.ndarray:
     "The classic marching-cubes triangle table (256, 16), edges as in `_EDGES`, -1 padded."
@@ -255,33 +255,70 @@ def _tri_table() -> np.ndarray:
         _TRI = np.frombuffer(base64.decodebytes(text.encode()), dtype=np.int8).reshape(shape).astype(np.int64)
     return _TRI
 
+def _face_separates() -> np.ndarray:
+    "(256, 3, 2): 1 where the triangles used for a cube case cut off the two inside corners of an ambiguous face (axis, side) separately, 0 where they join them, -1 where the face is unambiguous."
+    global _SEP
+    if _SEP is None:
+        _SEP = np.full((256, 3, 2), -1)
+        for idx in range(256):
+            t = _tri_table()[idx ^ 0xff if idx >= 128 else idx]   # pyradiomics' lookup: complement when corner 7 is inside
+            t = t[t >= 0].reshape(-1, 3)
+            sides = {frozenset((a, b)) for a, b in zip(t.ravel(), t[:, [1, 2, 0]].ravel())}
+            for ax in range(3):
+                for s in (0, 1):
+                    ins = [i for i in range(8) if _CORNERS[i][ax] == s and idx >> i & 1]
+                    if len(ins) != 2 or abs(_CORNERS[ins[0]] - _CORNERS[ins[1]]).sum() != 2: continue
+                    cut = frozenset(e for e, (a, b) in enumerate(_EDGES) if ins[0] in (a, b) and _CORNERS[a][ax] == _CORNERS[b][ax] == s)
+                    _SEP[idx, ax, s] = int(cut in sides)
+    return _SEP
+
+def _cap(ax:int, sep_lo:np.ndarray, p:np.ndarray):
+    "Two triangles (as edge endpoints (2, 3, 2, 3)) and volume signs (2,) closing the crack on the face between cube p and the next cube along `ax`; `sep_lo` says whether cube p separates the face's inside corners."
+    u, v = [a for a in range(3) if a != ax]
+    c = np.zeros((4, 3), np.int64); c[:, ax] = 1
+    c[[1, 2], v] = 1; c[[2, 3], u] = 1                          # the face's corners in cyclic order
+    e = np.stack([c, np.roll(c, -1, 0)], 1) + p                  # (4, 2, 3) its edges
+    tri = e[[[0, 1, 2], [0, 2, 3]]]
+    n = np.cross(c[1] - c[0], c[2] - c[0])[ax]                   # the cyclic order's normal along ax
+    out = -1 if sep_lo else 1                                    # points from the joining cube to the separating one
+    return tri, np.full(2, float(np.sign(n) * out))
+
 def _mesh_topology(inside:np.ndarray):
-    "Triangles of a padded boolean volume: edge endpoints (F, 3, 2, 3) as voxel indices, and volume signs (F,)."
+    "Closed mesh of a padded boolean volume: triangles as edge endpoints (F, 3, 2, 3) in voxel indices, and orientation signs (F,)."
     D, H, W = inside.shape
     idx = np.zeros((D - 1, H - 1, W - 1), np.int64)
     for i, (a, b, c) in enumerate(_CORNERS): idx |= inside[a:D - 1 + a, b:H - 1 + b, c:W - 1 + c].astype(np.int64) << i
     flip = idx >= 128
-    idx = np.where(flip, idx ^ 0xff, idx)
-    cubes = np.argwhere(idx > 0)                                  # (N, 3) cubes the surface crosses
-    rows = _tri_table()[idx[tuple(cubes.T)], :15].reshape(-1, 5, 3)   # up to 5 triangles per cube
+    cubes = np.argwhere((idx > 0) & (idx < 255))                 # (N, 3) cubes the surface crosses
+    rows = _tri_table()[np.where(flip, idx ^ 0xff, idx)[tuple(cubes.T)], :15].reshape(-1, 5, 3)   # up to 5 triangles per cube
     cube_of, k = np.nonzero(rows[:, :, 0] >= 0)
-    edges = rows[cube_of, k]                                      # (F, 3) edge numbers
-    ends = cubes[cube_of][:, None, None, :] + _CORNERS[_EDGES[edges]]   # (F, 3, 2, 3)
-    return ends, np.where(flip[tuple(cubes[cube_of].T)], -1., 1.)
+    ends = [cubes[cube_of][:, None, None, :] + _CORNERS[_EDGES[rows[cube_of, k]]]]   # (F, 3, 2, 3)
+    signs = [np.where(flip[tuple(cubes[cube_of].T)], -1., 1.)]
+    sep = _face_separates()
+    for ax in range(3):                                          # faces where neighbouring cubes resolve an ambiguous face differently
+        n = idx.shape[ax]
+        a = sep[np.take(idx, range(n - 1), ax), ax, 1]
+        b = sep[np.take(idx, range(1, n), ax), ax, 0]
+        for p in np.argwhere((a >= 0) & (a != b)):
+            t, s = _cap(ax, a[tuple(p)] == 1, p)
+            ends.append(t); signs.append(s)
+    return np.concatenate(ends), np.concatenate(signs)
 
 def _mesh(x:Tensor, spacing) -> tuple[Tensor, Tensor]:
-    "Surface area (B,) in mm^2 and mesh volume (B,) in mm^3 of each sample's occupancy, float64."
+    "Surface area (B,) in mm^2 and mesh volume (B,) in mm^3 of each sample's occupancy (closed mesh of the padded mask), float64."
     mp = F.pad(_mask(x), (1, 1, 1, 1, 1, 1))
     sp = torch.tensor([float(s) for s in spacing], dtype=torch.float64, device=x.device)
     area, vol = [], []
     for b in range(len(mp)):
-        ends, sign = _mesh_topology((mp[b] > 0.5).cpu().numpy())
+        inside = (mp[b] > 0.5).cpu().numpy()
+        ends, sign = _mesh_topology(inside)
+        o = np.argwhere(inside).min(0) if inside.any() else np.zeros(3, np.int64)   # a fixed point of the mask's bounding box
         e = torch.from_numpy(ends).to(x.device)
         m = mp[b][e[..., 0], e[..., 1], e[..., 2]]                 # (F, 3, 2) occupancies at the edge ends
         d = m[..., 1] - m[..., 0]
         ok = d.abs() > 1e-12
         t = torch.where(ok, (0.5 - m[..., 0]) / torch.where(ok, d, 1.), 0.)
-        p = e.double()
+        p = e.double() - torch.from_numpy(o).to(x.device).double()   # volume about the bounding box, not the crop
         v = (p[..., 0, :] + t[..., None] * (p[..., 1, :] - p[..., 0, :])) * sp   # (F, 3, 3) vertices in mm
         a_, b_, c_ = v[:, 0], v[:, 1], v[:, 2]
         area.append(0.5 * _safe_sqrt((torch.linalg.cross(a_ - c_, b_ - c_)**2).sum(-1)).sum())

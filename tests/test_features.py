@@ -234,3 +234,102 @@ def test_reregistered_builtin_name_uses_autograd():
         x = torch.rand(2, 2, 5, 5, 5, generator=torch.Generator().manual_seed(1))
         torch.testing.assert_close(feature_gradients(x, ['volume'])[:, 0, 1], 2 * x[:, 1])
     finally: FEATURES['volume'] = saved
+
+
+# --- issue 20: a closed mesh, measured about the mask's bounding box ---------------------------------
+from hypothesis import given, settings, strategies as st
+from fgflow.features import _mesh, _mesh_topology
+
+
+def _two_voxels(mirror=False):
+    "Two voxels sharing one edge (the ambiguous face of marching cubes); `mirror` flips it along x."
+    m = np.zeros((1, 2, 2), bool); m[0, 0, 0] = m[0, 1, 1] = True
+    return m[:, :, ::-1] if mirror else m
+
+
+def _ambiguous_blob():
+    "A thresholded smooth blob with several voxels touching only along an edge."
+    from scipy import ndimage
+    f = ndimage.gaussian_filter(np.random.default_rng(3).standard_normal((9, 10, 11)), 1.0)
+    return f > 0.25
+
+
+TINY = {'one': np.ones((1, 1, 1), bool), 'two': _two_voxels(), 'two_mirrored': _two_voxels(True),
+        'corners': np.eye(2, dtype=bool)[:, :, None] * np.eye(2, dtype=bool)[:, None, :], 'blob': _ambiguous_blob()}
+
+
+def _placements(shape, crop):
+    "Offsets of a mask of `shape` in a `crop`: touching each of the six borders, the middle, odd offsets."
+    hi = [c - s for c, s in zip(crop, shape)]
+    out = [(0, 0, 0), tuple(hi), (hi[0], 1, 0), (0, hi[1], 1), (1, 0, hi[2]), tuple(h // 2 for h in hi), (1, 3, 1), (3, 1, 2)]
+    return [tuple(min(o, h) for o, h in zip(p, hi)) for p in out]
+
+
+def _place(mask, off, crop):
+    m = np.zeros(crop); m[tuple(slice(o, o + s) for o, s in zip(off, mask.shape))] = mask
+    return torch.from_numpy(np.stack([np.full(crop, 0.5), m]))[None]
+
+
+def _closed(inside):
+    "Every directed mesh edge (vertex = grid edge) is matched by its reverse exactly once: a closed, oriented mesh."
+    from collections import Counter
+    ends, sign = _mesh_topology(np.pad(inside, 1))
+    key = lambda e: tuple(sorted(map(tuple, e)))
+    cnt = Counter()
+    for tri, s in zip(ends, sign):
+        k = [key(e) for e in tri][::int(s)]
+        cnt.update((k[i], k[(i + 1) % 3]) for i in range(3))
+    return all(c == 1 and cnt[(b, a)] == 1 for (a, b), c in cnt.items())
+
+
+@pytest.mark.parametrize('key', list(TINY))
+def test_mesh_translation_invariant(key):
+    "Surface area, mesh volume and sphericity do not depend on where the mask sits in the crop."
+    mask = TINY[key]
+    crop = tuple(s + 5 for s in mask.shape)
+    vals = []
+    for off in _placements(mask.shape, crop):
+        x = _place(mask, off, crop)
+        a, v = _mesh(x, SPACING)
+        vals.append([float(a), float(v), float(FEATURES['sphericity'](x, SPACING))])
+    vals = np.array(vals)
+    spread = (vals.max(0) - vals.min(0)) / vals.max(0)
+    assert (spread <= 1e-9).all(), (key, spread)
+    assert vals[0, 2] <= 1 + 1e-12 and _closed(mask)
+
+
+def test_mirrored_two_voxels_convention():
+    "The classic table (pyradiomics' lookup) resolves the ambiguous face by orientation; the crack is closed."
+    a, v = (np.array([float(t) for t in _mesh(_place(_two_voxels(m), (1, 1, 1), (3, 4, 4)), (1, 1, 1))]) for m in (False, True))
+    assert a == pytest.approx([2 * math.sqrt(3), 1 / 3])              # two separate octahedra (pyradiomics: the same)
+    assert v == pytest.approx([2.5 * math.sqrt(3) + 0.5, 0.5])        # pyradiomics' open 4.330 mm^2 + the 0.5 mm^2 face quad
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4), st.integers(0, 2**32 - 1), st.floats(0.1, 0.9))
+def test_sphericity_at_most_one_random_masks(d, h, w, seed, p):
+    "Any mask gives a closed mesh: sphericity <= 1, and the value does not move with the placement."
+    mask = np.random.default_rng(seed).random((d, h, w)) < p
+    if not mask.any(): return
+    assert _closed(mask)
+    sp = [float(FEATURES['sphericity'](_place(mask, off, (d + 3, h + 3, w + 3)), SPACING)) for off in ((0, 0, 0), (3, 1, 2))]
+    assert sp[0] <= 1 + 1e-12 and abs(sp[0] - sp[1]) <= 1e-9 * sp[0]
+
+
+def test_mesh_volume_equals_skimage_on_padded_mask():
+    "Where marching cubes is unambiguous (a soft ellipsoid, touching the crop border) the volume is skimage's."
+    from skimage.measure import marching_cubes
+    x = soft_input((7, 8, 9))[:, :, 1:, :, 2:]                          # cut so the mask touches two borders
+    verts, faces, _, _ = marching_cubes(np.pad(x[0, 1].numpy(), 1), 0.5, spacing=SPACING)
+    a_, b_, c_ = (verts[faces[:, i]].astype(np.float64) for i in range(3))
+    vol = abs((np.cross(a_, b_) * c_).sum()) / 6
+    assert float(_mesh(x, SPACING)[1]) == pytest.approx(vol, rel=1e-5)
+
+
+@pytest.mark.parametrize('name', ['surface_area', 'sphericity'])
+def test_mesh_gradcheck_mask_touching_border(name):
+    "Gradients equal finite differences when the mask touches the crop's border (padding, bounding-box origin)."
+    x = soft_input((6, 6, 7))[:, :, 1:, :-1].contiguous().requires_grad_(True)
+    assert (x[0, 1, 0] > 0.5).any() and (x[0, 1, :, -1] > 0.5).any()
+    f = FEATURES[name]
+    assert torch.autograd.gradcheck(lambda t: f(t, SPACING), (x,), eps=1e-6, atol=1e-6, rtol=1e-4)
