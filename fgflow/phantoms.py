@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_phantoms.ipynb #7adb1020
 from __future__ import annotations
-import os, datetime
+import os, datetime, functools
 from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
 import numpy as np, pandas as pd
@@ -14,14 +14,16 @@ from pydicom.sequence import Sequence as DSeq
 from pydicom.dataelem import RawDataElement
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from scipy import ndimage
+from scipy import ndimage, optimize, special
 from skimage import measure
 from .io import Volume, write_nifti
 
 # %% auto #0
-__all__ = ['LABEL_RULES', 'CT_STORAGE', 'RTSTRUCT_STORAGE', 'GTV_NAMES', 'patient_geometry', 'tumour_params', 'tumour_mask',
-           'anatomy', 'make_patient', 'affine_lps', 'ground_truth', 'label_probabilities', 'write_ct_series',
-           'slice_contours', 'write_rtstruct', 'make_cohort']
+__all__ = ['FACTORS', 'FACTOR_LIMITS', 'TEXTURE_STEP', 'TEXTURE_HALF', 'TEXTURE_SIGMA', 'REFERENCE_OFFSET', 'LABEL_RULES',
+           'CT_STORAGE', 'RTSTRUCT_STORAGE', 'GTV_NAMES', 'patient_geometry', 'factor_sd', 'tumour_params',
+           'tumour_axes', 'tumour_mask', 'anatomy', 'tumour_texture', 'patient_base', 'render', 'make_patient',
+           'affine_lps', 'ground_truth', 'intervene', 'reference_point', 'label_probabilities', 'write_ct_series',
+           'slice_contours', 'write_rtstruct', 'factor_table', 'make_cohort']
 
 # %% ../nbs/01_phantoms.ipynb #0e7482aa
 def patient_geometry(rng:np.random.Generator, # per-patient generator
@@ -49,30 +51,62 @@ def _rotation(rng) -> np.ndarray:
     return q if np.linalg.det(q) > 0 else -q
 
 # %% ../nbs/01_phantoms.ipynb #2d2f79a8
+FACTORS = {  # name: (low, high, unit, meaning); each drawn uniformly on [low, high], independently
+    'size': (float(np.log(15)), float(np.log(35)), 'log mm', 'log of the equivalent-sphere diameter'),
+    'elongation': (0.55, 1.0, '', 'minor / major semi-axis b/a (1: no elongation)'),
+    'flatness': (0.6, 1.0, '', 'least / minor semi-axis c/b (1: not flat)'),
+    'mean_hu': (10.0, 90.0, 'HU', 'mean HU inside the tumour'),
+    'hu_sd': (5.0, 45.0, 'HU', 'SD of HU inside the tumour (heterogeneity)'),
+    'pos_x': (-12.0, 12.0, 'mm', 'tumour centre x (LPS: + is patient left)'),
+    'pos_y': (-20.0, 0.0, 'mm', 'tumour centre y (LPS: + is posterior)'),
+    'pos_z': (-8.0, 8.0, 'mm', 'tumour centre z (LPS: + is superior)'),
+}
+FACTOR_LIMITS = {'elongation': (0.2, 1.0), 'flatness': (0.2, 1.0)}  # hard limits of an intervention (axes stay ordered a >= b >= c)
+
+def factor_sd(name:str)->float:
+    "Population SD of factor `name` (uniform on its range): the unit of an intervention."
+    lo, hi = FACTORS[name][:2]
+    return (hi - lo) / np.sqrt(12)
+
+# %% ../nbs/01_phantoms.ipynb #8a5b0a1d
 def tumour_params(rng:np.random.Generator, # per-patient generator
                  )->dict:
-    "Random tumour: equivalent diameter 12-40 mm, axis ratios, rotation, centre offset, HU mean and texture."
-    d = float(np.exp(rng.uniform(np.log(12), np.log(40))))
-    ratios = np.sort(rng.uniform(0.45, 1.0, 2))[::-1]          # b/a, c/a
-    a = d / 2 / np.cbrt(ratios[0] * ratios[1])                  # a*b*c = (d/2)^3
-    return dict(axes=a * np.array([1.0, ratios[0], ratios[1]]), rot=_rotation(rng),
-                centre=np.array([rng.uniform(-22, 22), rng.uniform(-25, 5), rng.uniform(-10, 10)]),  # x, y, z mm
-                bumps=rng.uniform(-0.25, 0.25, 3), bump_dirs=_rotation(rng),
-                mean=float(rng.uniform(10, 90)), sd=float(rng.uniform(5, 45)))
+    "Random tumour: its generative factors (`FACTORS`), a rotation, smooth surface bumps and a texture seed."
+    f = {k: float(rng.uniform(lo, hi)) for k, (lo, hi, *_) in FACTORS.items()}
+    return dict(factors=f, rot=_rotation(rng), bumps=rng.uniform(-0.15, 0.15, 3), bump_dirs=_rotation(rng),
+                texture_seed=int(rng.integers(2**31)))
+
+def tumour_axes(f:dict)->np.ndarray:
+    "Semi-axes (a, b, c) mm from the factors: a·b·c = (d/2)³ with d = exp(size), b = a·elongation, c = b·flatness."
+    e, fl = f['elongation'], f['flatness']
+    a = np.exp(f['size']) / 2 / np.cbrt(e * e * fl)
+    return a * np.array([1.0, e, e * fl])
 
 # %% ../nbs/01_phantoms.ipynb #55f5b5ab
+def _tumour_box(geom:dict, tp:dict) -> tuple[slice, ...]:
+    "Index box of the grid that holds the tumour (its largest radius with bumps, plus a margin)."
+    f = tp['factors']; c = np.array([f['pos_x'], f['pos_y'], f['pos_z']])
+    r = tumour_axes(f)[0] * 1.12 + 2
+    (nz, ny, nx), (sz, sy, sx), o = geom['shape'], geom['spacing'], geom['origin']
+    lo = np.floor((c - r - o) / np.array([sx, sy, sz])).astype(int); hi = np.ceil((c + r - o) / np.array([sx, sy, sz])).astype(int) + 1
+    n = (nx, ny, nz)
+    return tuple(slice(int(np.clip(lo[a], 0, n[a])), int(np.clip(hi[a], 0, n[a]))) for a in (2, 1, 0))
+
 def tumour_mask(geom:dict, # from `patient_geometry`
                 tp:dict, # from `tumour_params`
                )->np.ndarray:
     "Boolean tumour mask on the grid: a rotated ellipsoid whose radius is perturbed smoothly with direction."
+    box = _tumour_box(geom, tp)
     z, y, x = _grid(geom)
-    c, R = tp['centre'], tp['rot']
-    p = np.stack(np.broadcast_arrays(x - c[0], y - c[1], z - c[2]), -1)   # (nz,ny,nx,3) mm
-    q = p @ R / tp['axes']                                               # ellipsoid frame, unit sphere
+    z, y, x = z[box[0]], y[:, box[1]], x[:, :, box[2]]
+    f = tp['factors']
+    p = np.stack(np.broadcast_arrays(x - f['pos_x'], y - f['pos_y'], z - f['pos_z']), -1)
+    q = p @ tp['rot'] / tumour_axes(f)                                   # ellipsoid frame, unit sphere
     r = np.linalg.norm(q, axis=-1)
     u = q / np.maximum(r, 1e-9)[..., None]
-    f = 1 + (((u @ tp['bump_dirs']) ** 2 - 1 / 3) * tp['bumps']).sum(-1)
-    return r <= f
+    bump = 1 + (((u @ tp['bump_dirs']) ** 2 - 1 / 3) * tp['bumps']).sum(-1)
+    m = np.zeros(geom['shape'], bool); m[box] = r <= bump
+    return m
 
 # %% ../nbs/01_phantoms.ipynb #3ebfdcb0
 def anatomy(geom:dict, # from `patient_geometry`
@@ -96,22 +130,57 @@ def anatomy(geom:dict, # from `patient_geometry`
     hu[mand] = 900
     return hu, np.ascontiguousarray(canal)
 
+# %% ../nbs/01_phantoms.ipynb #73190bea
+TEXTURE_STEP, TEXTURE_HALF, TEXTURE_SIGMA = 2.0, 56.0, 3.0  # mm: grid of the texture field around the tumour centre, its smoothing
+
+def tumour_texture(geom:dict, # from `patient_geometry`
+                   tp:dict, # from `tumour_params`
+                   mask:np.ndarray, # the tumour mask (`tumour_mask`)
+                  )->np.ndarray:
+    "Texture values at the mask's voxels, mean 0 and SD 1 over them: a smooth Gaussian field fixed to the tumour centre."
+    n = int(2 * TEXTURE_HALF / TEXTURE_STEP) + 1
+    g = np.random.default_rng(tp['texture_seed']).standard_normal((n, n, n))
+    g = ndimage.gaussian_filter(g, TEXTURE_SIGMA / TEXTURE_STEP)
+    f = tp['factors']; k, j, i = np.nonzero(mask)
+    (sz, sy, sx), o = geom['spacing'], geom['origin']
+    rel = [(o[2] + sz * k - f['pos_z']), (o[1] + sy * j - f['pos_y']), (o[0] + sx * i - f['pos_x'])]
+    t = ndimage.map_coordinates(g, [(r + TEXTURE_HALF) / TEXTURE_STEP for r in rel], order=1, mode='nearest')
+    return (t - t.mean()) / max(t.std(), 1e-12)
+
 # %% ../nbs/01_phantoms.ipynb #bd99968a
-def make_patient(seed:int, # cohort seed
+def patient_base(seed:int, # cohort seed
                  index:int, # patient index (0-based)
                  matrix:int=128, # in-plane size
                 )->dict:
-    "Synthesize one patient: geometry, HU volume (int16), GTV mask, spinal canal mask (deterministic in seed, index)."
+    "Everything of one patient but the rendered tumour: geometry, tumour parameters, background HU (float64), spinal canal."
     rng = np.random.default_rng([seed, index])
     geom = patient_geometry(rng, matrix)
     tp = tumour_params(rng)
     hu, canal = anatomy(geom, rng)
-    m = tumour_mask(geom, tp)
-    tex = ndimage.gaussian_filter(rng.standard_normal(hu.shape).astype(np.float32), 1.5)
-    tex = (tex - tex[m].mean()) / (tex[m].std() + 1e-6) if m.any() else tex
-    hu[m] = tp['mean'] + tp['sd'] * tex[m]
-    hu = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
-    return dict(geom=geom, hu=hu, gtv=m, canal=canal & ~m, tumour=tp)
+    return dict(geom=geom, tumour=tp, background=hu.astype(np.float64), canal=canal)
+
+def render(base:dict, # from `patient_base`
+           changes:dict|None=None, # factor name -> new value (others as drawn)
+          )->dict:
+    "The patient with its tumour: HU (float64), GTV mask, canal mask, factors; `changes` re-renders it with factors changed, all else equal."
+    changes = changes or {}
+    bad = set(changes) - set(FACTORS)
+    if bad: raise ValueError(f'unknown factors {sorted(bad)}; expected some of {list(FACTORS)}')
+    tp = dict(base['tumour'], factors={**base['tumour']['factors'], **{k: float(v) for k, v in changes.items()}})
+    m = tumour_mask(base['geom'], tp)
+    hu = base['background'].copy()
+    if m.any(): hu[m] = tp['factors']['mean_hu'] + tp['factors']['hu_sd'] * tumour_texture(base['geom'], tp, m)
+    return dict(geom=base['geom'], hu=hu, gtv=m, canal=base['canal'] & ~m, tumour=tp, factors=dict(tp['factors']))
+
+# %% ../nbs/01_phantoms.ipynb #ee9dd839
+def make_patient(seed:int, # cohort seed
+                 index:int, # patient index (0-based)
+                 matrix:int=128, # in-plane size
+                )->dict:
+    "Synthesize one patient: geometry, HU volume (int16), GTV mask, spinal canal mask, factors (deterministic in seed, index)."
+    p = render(patient_base(seed, index, matrix))
+    p['hu'] = np.clip(np.rint(p['hu']), -1024, 3071).astype(np.int16)
+    return p
 
 # %% ../nbs/01_phantoms.ipynb #d994a25b
 def affine_lps(geom:dict)->np.ndarray:
@@ -136,35 +205,62 @@ def ground_truth(hu:np.ndarray, # HU, (k, j, i)
                 flatness=np.sqrt(max(lam[0], 0) / lam[2]), mean=v.mean(), variance=v.var(),
                 centroid_x=c[0], centroid_y=c[1], centroid_z=c[2])
 
+# %% ../nbs/01_phantoms.ipynb #69034176
+def intervene(base:dict, # from `patient_base`
+              factor:str, # a key of `FACTORS`
+              delta_sd:float=1.0, # change in population SDs of the factor
+             )->tuple[dict, float]:
+    "Re-render the patient with `factor` moved by `delta_sd` SDs (stepping the other way at a hard limit); returns (patient, the SDs moved)."
+    if factor not in FACTORS: raise ValueError(f'unknown factor {factor!r}; expected one of {list(FACTORS)}')
+    v, sd = base['tumour']['factors'][factor], factor_sd(factor)
+    lo, hi = FACTOR_LIMITS.get(factor, (-np.inf, np.inf))
+    new = v + delta_sd * sd
+    if not lo <= new <= hi: new = v - delta_sd * sd
+    new = float(np.clip(new, lo, hi))
+    return render(base, {factor: new}), (new - v) / sd
+
+# %% ../nbs/01_phantoms.ipynb #eef3b3ab
+REFERENCE_OFFSET = (0.0, -42.0, 0.0)  # mm from the spinal canal's centroid to the crop centre (anterior, where the tumours lie)
+
+def reference_point(geom:dict, # from `patient_geometry`
+                    canal:np.ndarray, # spinal canal mask (the reference structure)
+                   )->np.ndarray:
+    "Crop centre (x, y, z) LPS mm: the reference structure's centroid plus `REFERENCE_OFFSET`; independent of the tumour."
+    kji = np.argwhere(canal).mean(0)
+    return kji[::-1] @ affine_lps(geom)[:3, :3].T + affine_lps(geom)[:3, 3] + np.asarray(REFERENCE_OFFSET)
+
 # %% ../nbs/01_phantoms.ipynb #82853151
 LABEL_RULES = {
-    'volume+elongation': dict(weights={'volume': 2.5, 'elongation': -2.5},
+    'volume+elongation': dict(weights={'size': 2.5, 'elongation': -2.5},
                               description='large, elongated tumours are positive; intensity and position irrelevant'),
-    'intensity': dict(weights={'mean': 2.5, 'variance': 2.5},
+    'intensity': dict(weights={'mean_hu': 2.5, 'hu_sd': 2.5},
                       description='bright, heterogeneous tumours are positive; shape and position irrelevant'),
-    'position': dict(weights={'centroid_x': 2.5, 'centroid_z': -2.5},
+    'position': dict(weights={'pos_x': 2.5, 'pos_z': -2.5},
                      description='left (+x) and inferior (-z) tumours are positive; shape and intensity irrelevant'),
-    'null': dict(weights={}, description='labels independent of every feature'),
+    'null': dict(weights={}, description='labels independent of every factor'),
 }
 
 # %% ../nbs/01_phantoms.ipynb #2ad9c2c4
-def label_probabilities(gt:pd.DataFrame, # ground-truth features, one row per patient
+@functools.lru_cache(maxsize=64)
+def _intercept(rule:str, positive_rate:float, n:int=200_000) -> float:
+    "Intercept b with E[sigmoid(s + b)] = positive_rate over the factors' population (a fixed Monte Carlo sample)."
+    w = LABEL_RULES[rule]['weights']
+    s = sum(wk * np.random.default_rng([i, 99]).uniform(-np.sqrt(3), np.sqrt(3), n) for i, wk in enumerate(w.values())) if w else np.zeros(n)
+    return float(optimize.brentq(lambda b: special.expit(s + b).mean() - positive_rate, -60, 60))
+
+def label_probabilities(factors:pd.DataFrame, # one row per patient, a column per factor of the rule (`FACTORS` names)
                         rule:str='volume+elongation', # a key of `LABEL_RULES`
-                        positive_rate:float=0.3, # target mean probability
+                        positive_rate:float=0.3, # target mean probability over the population
                        )->np.ndarray:
-    "P(label = 1) per patient: logistic in the standardized features of `rule`, intercept set for `positive_rate`."
+    "P(label = 1) per patient: logistic in the factors of `rule` standardized by their population mean and SD."
     if rule not in LABEL_RULES: raise ValueError(f'unknown label_rule {rule!r}; expected one of {list(LABEL_RULES)}')
     if not 0 < positive_rate < 1: raise ValueError(f'positive_rate must lie in (0, 1), got {positive_rate}')
-    s = np.zeros(len(gt))
+    s = np.zeros(len(factors))
     for k, w in LABEL_RULES[rule]['weights'].items():
-        v = gt[k].to_numpy(float); sd = v.std()
-        s += w * (v - v.mean()) / (sd if sd > 0 else 1)
-    lo, hi = -50.0, 50.0
-    for _ in range(100):
-        b = (lo + hi) / 2
-        if (1 / (1 + np.exp(-(s + b)))).mean() < positive_rate: lo = b
-        else: hi = b
-    return 1 / (1 + np.exp(-(s + b)))
+        if k not in factors: raise ValueError(f"rule {rule!r} needs factor column {k!r}; found {list(factors.columns)}")
+        lo, hi = FACTORS[k][:2]
+        s += w * (factors[k].to_numpy(float) - (lo + hi) / 2) / factor_sd(k)
+    return special.expit(s + _intercept(rule, float(positive_rate)))
 
 # %% ../nbs/01_phantoms.ipynb #45a320a0
 CT_STORAGE = '1.2.840.10008.5.1.4.1.1.2'
@@ -320,8 +416,16 @@ def _patient_files(args):
         _write_nifti(p['hu'], A, d / f'{pid}_ct.nii.gz')
         _write_nifti(p['gtv'].astype(np.uint8), A, d / f'{pid}_gtv.nii.gz')
     gt = ground_truth(p['hu'], p['gtv'], g)
-    return {'Patient #': pid, 'gtv_roi': gtv_name, **gt, 'pixel_spacing': g['spacing'][1],
+    return {'Patient #': pid, 'gtv_roi': gtv_name, **gt, **{f'factor_{k}': v for k, v in p['factors'].items()}, 'pixel_spacing': g['spacing'][1],
             'slice_thickness': g['spacing'][0], 'slices': g['shape'][0]}
+
+# %% ../nbs/01_phantoms.ipynb #b24b7e90
+def factor_table(clinical:pd.DataFrame, # `make_cohort`'s table (columns `factor_<name>`)
+                )->pd.DataFrame:
+    "The generative factors of each patient, one column per `FACTORS` name."
+    missing = [f'factor_{k}' for k in FACTORS if f'factor_{k}' not in clinical]
+    if missing: raise ValueError(f"clinical table lacks the factor columns {missing}")
+    return pd.DataFrame({k: clinical[f'factor_{k}'].to_numpy(float) for k in FACTORS})
 
 # %% ../nbs/01_phantoms.ipynb #dafb78fd
 def make_cohort(root:str|Path, # output folder (created)
@@ -349,7 +453,7 @@ def make_cohort(root:str|Path, # output folder (created)
         with ProcessPoolExecutor(workers) as ex: rows = list(tqdm(ex.map(_patient_files, jobs), total=n, desc='phantoms'))
     else: rows = [_patient_files(j) for j in tqdm(jobs, desc='phantoms')]
     gt = pd.DataFrame(rows)
-    prob = label_probabilities(gt, label_rule, positive_rate)
+    prob = label_probabilities(factor_table(gt), label_rule, positive_rate)
     y = (np.random.default_rng([seed, 2**31]).random(n) < prob).astype(int)
     df = pd.concat([gt[['Patient #']], pd.DataFrame({'Distant': y, 'p_distant': prob}), gt.drop(columns='Patient #')], axis=1)
     df.to_csv(root / 'clinical.csv', index=False)

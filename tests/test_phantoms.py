@@ -3,7 +3,8 @@ import re, shutil, subprocess
 from pathlib import Path
 import numpy as np, pandas as pd, pydicom, nibabel as nib, pytest
 from matplotlib.path import Path as MPath
-from fgflow.phantoms import make_cohort, make_patient, ground_truth, label_probabilities, LABEL_RULES
+from fgflow.phantoms import (make_cohort, make_patient, ground_truth, label_probabilities, LABEL_RULES, FACTORS, factor_sd,
+                             factor_table, patient_base, render, intervene, reference_point)
 
 N, M = 3, 64
 
@@ -27,7 +28,7 @@ def test_layout_and_table(cohort):
     ids = [f'HN-SYN-{i:03d}' for i in range(1, N + 1)]
     assert list(df['Patient #']) == ids
     for c in ['Distant', 'volume', 'elongation', 'flatness', 'major_axis_length', 'mean', 'variance',
-              'centroid_x', 'centroid_y', 'centroid_z']: assert c in df
+              'centroid_x', 'centroid_y', 'centroid_z'] + [f'factor_{k}' for k in FACTORS]: assert c in df
     pd.testing.assert_frame_equal(pd.read_csv(root / 'clinical.csv'), df, check_dtype=False)
     pd.testing.assert_frame_equal(pd.read_excel(root / 'clinical.xlsx'), df, check_dtype=False)
     for pid in ids:
@@ -140,18 +141,55 @@ def test_determinism(tmp_path):
     f0 = files[0]
     assert (tmp_path / 'a' / f0).read_bytes() != (tmp_path / 'c' / f0).read_bytes()
 
-def test_label_rules_follow_their_features():
+def test_label_rules_follow_their_factors():
     rng = np.random.default_rng(0)
-    gt = pd.DataFrame({k: rng.standard_normal(2000) for k in ['volume', 'elongation', 'mean', 'variance', 'centroid_x', 'centroid_z']})
+    fac = pd.DataFrame({k: rng.uniform(lo, hi, 4000) for k, (lo, hi, *_) in FACTORS.items()})
     for rule, spec in LABEL_RULES.items():
-        p = label_probabilities(gt, rule, 0.3)
-        assert abs(p.mean() - 0.3) < 1e-6
-        for k in gt:
-            r = np.corrcoef(gt[k], p)[0, 1] if p.std() > 0 else 0.0
+        p = label_probabilities(fac, rule, 0.3)
+        assert abs(p.mean() - 0.3) < 0.02
+        for k in fac:
+            r = np.corrcoef(fac[k], p)[0, 1] if p.std() > 0 else 0.0
             w = spec['weights'].get(k, 0)
             assert (abs(r) > 0.3 and np.sign(r) == np.sign(w)) if w else abs(r) < 0.1, (rule, k, r)
+
+def test_table_factors_give_the_labels(cohort):
+    _, df = cohort
+    fac = factor_table(df)
+    assert list(fac) == list(FACTORS)
+    np.testing.assert_allclose(label_probabilities(fac, 'volume+elongation'), df.p_distant, rtol=1e-9)
+    for i in range(N): assert make_patient(3, i, M)['factors'] == pytest.approx(fac.iloc[i].to_dict(), abs=1e-12)
+
+# what a factor must not change: measured features that belong to other factors (and their tolerance)
+_KEEP = {'size': ['mean', 'variance'], 'elongation': ['mean', 'variance', 'centroid_x', 'centroid_y', 'centroid_z'],
+         'flatness': ['mean', 'variance', 'centroid_x', 'centroid_y', 'centroid_z'],
+         'mean_hu': ['volume', 'elongation', 'flatness', 'variance', 'centroid_x', 'centroid_y', 'centroid_z'],
+         'hu_sd': ['volume', 'elongation', 'flatness', 'mean', 'centroid_x', 'centroid_y', 'centroid_z'],
+         'pos_x': ['mean', 'variance'], 'pos_y': ['mean', 'variance'], 'pos_z': ['mean', 'variance']}
+_TOL = dict(mean=1e-6, variance=1e-6, volume=1e-9, elongation=1e-12, flatness=1e-12, centroid_x=0.6, centroid_y=0.6, centroid_z=0.6)
+
+@pytest.mark.parametrize('index', [0, 5])
+def test_interventions_move_their_factor_only(index):
+    base = patient_base(11, index, 96)
+    p = render(base); g0 = ground_truth(p['hu'], p['gtv'], p['geom'])
+    for f in FACTORS:
+        q, d = intervene(base, f, 1.0)
+        assert abs(d) == pytest.approx(1.0) and q['factors'][f] - p['factors'][f] == pytest.approx(d * factor_sd(f))
+        assert {k: v for k, v in q['factors'].items() if k != f} == {k: v for k, v in p['factors'].items() if k != f}
+        g1 = ground_truth(q['hu'], q['gtv'], q['geom'])
+        for k in _KEEP[f]: assert abs(g1[k] - g0[k]) <= _TOL[k], (f, k, g0[k], g1[k])
+        assert np.array_equal(q['hu'][~(q['gtv'] | p['gtv'])], p['hu'][~(q['gtv'] | p['gtv'])])   # the anatomy is untouched
+    q, d = intervene(base, 'size', 1.0)
+    assert ground_truth(q['hu'], q['gtv'], q['geom'])['volume'] / g0['volume'] == pytest.approx(np.exp(3 * d * factor_sd('size')), rel=0.1)
+    q, d = intervene(base, 'mean_hu', 1.0)
+    assert np.allclose(q['hu'][p['gtv']] - p['hu'][p['gtv']], d * factor_sd('mean_hu'))
+    for ax in 'xyz':
+        q, d = intervene(base, f'pos_{ax}', 1.0)
+        assert ground_truth(q['hu'], q['gtv'], q['geom'])[f'centroid_{ax}'] - g0[f'centroid_{ax}'] == pytest.approx(d * factor_sd(f'pos_{ax}'), abs=0.6)
+        assert np.array_equal(reference_point(q['geom'], base['canal']), reference_point(p['geom'], base['canal']))
 
 def test_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown label_rule 'size'"): make_cohort(tmp_path, n=2, label_rule='size')
     with pytest.raises(ValueError, match=r"unknown formats \['png'\]"): make_cohort(tmp_path, n=2, formats=('png',))
-    with pytest.raises(ValueError, match='positive_rate must lie in'): label_probabilities(pd.DataFrame({'volume': [1., 2]}), 'null', 1.5)
+    with pytest.raises(ValueError, match='positive_rate must lie in'): label_probabilities(pd.DataFrame({'size': [1., 2]}), 'null', 1.5)
+    with pytest.raises(ValueError, match="unknown factor 'colour'"): intervene(patient_base(0, 0, 48), 'colour')
+    with pytest.raises(ValueError, match="lacks the factor columns"): factor_table(pd.DataFrame({'volume': [1.]}))
