@@ -15,13 +15,13 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from .io import *
-from .io import FGFlowError, Volume, atomic_write
+from .io import FGFlowError, RTStructError, Volume, atomic_write, _match_names
 
 # %% auto #0
-__all__ = ['ClinicalError', 'CohortError', 'Case', 'find_cases', 'load_case', 'read_clinical', 'preprocess', 'PrepareReport',
-           'prepare_cohort', 'CohortDataset', 'FGFlowError', 'DicomError', 'RTStructError', 'NiftiError',
-           'atomic_write', 'Volume', 'read_dicom_series', 'ROI', 'RTStruct', 'read_rtstruct', 'rtstruct_mask',
-           'read_nifti', 'write_nifti']
+__all__ = ['ClinicalError', 'CohortError', 'Case', 'FoundCases', 'find_cases', 'load_case', 'read_clinical', 'preprocess',
+           'PrepareReport', 'prepare_cohort', 'CohortDataset', 'FGFlowError', 'DicomError', 'RTStructError',
+           'NiftiError', 'atomic_write', 'Volume', 'read_dicom_series', 'ROI', 'RTStruct', 'read_rtstruct',
+           'rtstruct_mask', 'read_nifti', 'write_nifti']
 
 # %% ../nbs/00_data.ipynb #da2493c0
 # re-exported from fgflow.io, so `from fgflow.data import *` brings the readers too
@@ -46,6 +46,10 @@ class Case:
     mask: Path | None = None       # GTV mask NIfTI (nifti)
     series_uid: str | None = None  # the CT's SeriesInstanceUID (dicom)
     roi: str | None = None         # ROI name or regex for `rtstruct_mask`; None = default '^GTV'
+    rtstruct_uid: str | None = None         # the RTSTRUCT's SOPInstanceUID (dicom)
+    rtstruct_series_uid: str | None = None  # the RTSTRUCT's own SeriesInstanceUID (dicom)
+    gtv_rois: list | None = None   # the RTSTRUCT's ROI names that `roi` matched when the pair was chosen
+    pairing: str | None = None     # the evidence that paired this RTSTRUCT with this CT
 
     @property
     def sources(self) -> list[str]:
@@ -53,9 +57,10 @@ class Case:
         if self.kind == 'dicom': return sorted({str(Path(f).parent) for f in self.ct}) + [str(self.rtstruct)]
         return [str(self.ct), str(self.mask)]
 
+
 # %% ../nbs/00_data.ipynb #287cf6c8
-_TAGS = ['PatientID', 'Modality', 'SeriesInstanceUID', 'StudyInstanceUID', 'FrameOfReferenceUID',
-         'ReferencedFrameOfReferenceSequence', 'StructureSetROISequence']
+_TAGS = ['PatientID', 'Modality', 'SeriesInstanceUID', 'StudyInstanceUID', 'FrameOfReferenceUID', 'SOPInstanceUID',
+         'ImagePositionPatient', 'ImageOrientationPatient', 'ReferencedFrameOfReferenceSequence', 'StructureSetROISequence']
 _NOT_DICOM = ('.csv', '.xlsx', '.xls', '.json', '.txt', '.md', '.npy', '.npz', '.nii', '.nii.gz',
               '.png', '.jpg', '.pdf', '.py', '.ipynb', '.zip', '.html', '.pt', '.pth', '.yml', '.yaml')
 _NII = re.compile(r'^(?P<id>.+)_(?P<part>ct|gtv)\.nii(\.gz)?$')
@@ -69,72 +74,134 @@ def _read_header(path:Path):
         if 'Modality' not in ds: raise InvalidDicomError('no DICOM preamble and no Modality: not a DICOM file')
         return ds
 
-def _rt_refs(ds) -> tuple[set, set]:
-    "Referenced series UIDs and frame-of-reference UIDs of an RTSTRUCT header."
-    series, fors = set(), set()
+
+# %% ../nbs/00_data.ipynb #b7e2a1c4
+def _uids(items, key:str) -> set:
+    return {str(x.get(key)) for x in items if key in x}
+
+def _first_xyz(c) -> np.ndarray|None:
+    "The first point of a contour, parsed from the raw ContourData bytes (a contour's plane needs no more)."
+    e = c.get_item(0x30060050) if 0x30060050 in c else None
+    v = None if e is None else e.value
+    parts = (v.split(b'\\', 3)[:3] if isinstance(v, bytes) else list(v or [])[:3])
+    try: return np.array([float(p) for p in parts]) if len(parts) == 3 else None
+    except ValueError: return None
+
+def _rt_info(f:Path) -> dict:
+    "What pairing needs from an RTSTRUCT: its UIDs, the series/images/frames it references, each ROI's contour planes."
+    ds = pydicom.dcmread(f, stop_before_pixels=True, force=True)
+    series, sops, fors = set(), set(), set()
     for fr in ds.get('ReferencedFrameOfReferenceSequence', []):
-        if 'FrameOfReferenceUID' in fr: fors.add(str(fr.FrameOfReferenceUID))
+        fors |= _uids([fr], 'FrameOfReferenceUID')
         for st in fr.get('RTReferencedStudySequence', []):
             for se in st.get('RTReferencedSeriesSequence', []):
-                if 'SeriesInstanceUID' in se: series.add(str(se.SeriesInstanceUID))
+                series |= _uids([se], 'SeriesInstanceUID'); sops |= _uids(se.get('ContourImageSequence', []), 'ReferencedSOPInstanceUID')
+    names = {}
     for r in ds.get('StructureSetROISequence', []):
-        if 'ReferencedFrameOfReferenceUID' in r: fors.add(str(r.ReferencedFrameOfReferenceUID))
-    return series, fors
+        fors |= _uids([r], 'ReferencedFrameOfReferenceUID')
+        names[str(r.get('ROINumber', len(names)))] = str(r.get('ROIName', '')).strip()
+    planes = {n: [] for n in names.values()}
+    for rc in ds.get('ROIContourSequence', []):
+        name = names.get(str(rc.get('ReferencedROINumber', '')))
+        for c in rc.get('ContourSequence', []):
+            sops |= _uids(c.get('ContourImageSequence', []), 'ReferencedSOPInstanceUID')
+            p = _first_xyz(c)
+            if name is not None and p is not None: planes[name].append(p)
+    return {'file': f, 'sop': str(ds.get('SOPInstanceUID', '')), 'series_uid': str(ds.get('SeriesInstanceUID', '')),
+            'series': series, 'sops': sops, 'for': fors, 'rois': list(names.values()), 'planes': planes}
+
 
 # %% ../nbs/00_data.ipynb #47df1ee0
+def _slice_pos(ds) -> tuple:
+    "(slice normal, position along it) of an image header, or (None, None) without a usable geometry."
+    try:
+        o = np.asarray(ds.ImageOrientationPatient, float); n = np.cross(o[:3], o[3:])
+        return n, float(np.dot(np.asarray(ds.ImagePositionPatient, float), n))
+    except (AttributeError, ValueError, TypeError, IndexError): return None, None
+
 def _scan(files, progress=True):
-    "Index DICOM headers: {patient: {'ct': {uid: info}, 'rt': [info]}} and the unreadable files."
+    "Index DICOM headers: {patient: {'ct': {uid: info}, 'img': {uid: info}, 'rt': [info]}} and the unreadable files."
     pats, bad = {}, []
     for f in tqdm(files, desc='DICOM headers', unit='file', disable=not progress or len(files) < 500):
-        try: ds = _read_header(f)
+        try:
+            ds = _read_header(f)
+            if ds is None: continue
+            mod, pid = str(ds.get('Modality', '')).upper(), str(ds.get('PatientID', '')).strip()
+            if mod not in ('CT', 'PT', 'MR', 'RTSTRUCT'): continue
+            if not pid: bad.append((str(f), f'{mod} file without PatientID')); continue
+            p = pats.setdefault(pid, {'ct': {}, 'img': {}, 'rt': []})
+            if mod == 'RTSTRUCT': p['rt'].append(_rt_info(f)); continue
+            s = p['ct' if mod == 'CT' else 'img'].setdefault(str(ds.get('SeriesInstanceUID', '')), {
+                'files': [], 'for': str(ds.get('FrameOfReferenceUID', '')), 'sops': set(), 'pos': [], 'normal': None, 'modality': mod})
+            s['files'].append(f); s['sops'] |= _uids([ds], 'SOPInstanceUID')
+            n, z = _slice_pos(ds)
+            if n is not None and (s['normal'] is None or np.allclose(n, s['normal'], atol=1e-3)):
+                s['normal'] = n; s['pos'].append(z)
         except Exception as e:
-            bad.append((str(f), f'unreadable DICOM file: {type(e).__name__}: {e}')); continue
-        if ds is None: continue
-        mod, pid = str(ds.get('Modality', '')).upper(), str(ds.get('PatientID', '')).strip()
-        if mod not in ('CT', 'RTSTRUCT'): continue
-        if not pid: bad.append((str(f), f'{mod} file without PatientID')); continue
-        p = pats.setdefault(pid, {'ct': {}, 'rt': []})
-        if mod == 'CT':
-            uid = str(ds.get('SeriesInstanceUID', ''))
-            s = p['ct'].setdefault(uid, {'files': [], 'for': str(ds.get('FrameOfReferenceUID', ''))})
-            s['files'].append(f)
-        else:
-            series, fors = _rt_refs(ds)
-            names = [str(r.get('ROIName', '')) for r in ds.get('StructureSetROISequence', [])]
-            p['rt'].append({'file': f, 'series': series, 'for': fors, 'rois': names})
+            bad.append((str(f), f'unreadable DICOM file: {type(e).__name__}: {e}'))
     return pats, bad
 
+
 # %% ../nbs/00_data.ipynb #36307df0
-def _pair(pid, p):
-    "Pick (CT uid, RTSTRUCT info) for one patient; returns (pair or None, skipped reasons)."
-    cts, skipped, pairs = p['ct'], [], []
-    if not p['rt']: return None, [(pid, f'no RTSTRUCT for patient {pid} ({len(cts)} CT series found)')]
+def _evidence(rt:dict, uid:str, s:dict) -> int:
+    "2: the RTSTRUCT references CT series `uid` (by series or image UIDs); 1: it only shares its frame of reference; 0: neither."
+    if uid in rt['series'] or rt['sops'] & s['sops']: return 2
+    return int(bool(s['for']) and s['for'] in rt['for'])
+
+def _on_slices(rt:dict, names:list, s:dict) -> bool|None:
+    "Whether every contour plane of ROIs `names` lies on a slice of series `s` (None when either has no geometry)."
+    pts = [p for n in names for p in rt['planes'].get(n, [])]
+    if not pts or s['normal'] is None or not s['pos']: return None
+    pos = np.unique(np.round(s['pos'], 4)); step = float(np.median(np.diff(pos))) if len(pos) > 1 else 1.0
+    d = np.abs((np.asarray(pts) @ s['normal'])[:, None] - pos[None]).min(1)
+    return bool((d <= 0.1 * step + 1e-3).all())
+
+def _why(lvl:int, on) -> str:
+    ref = 'references the CT series' if lvl == 2 else "shares only the CT's frame of reference"
+    return ref + {True: ", contours on the CT's slices", False: ", contours between the CT's slices", None: ''}[on]
+
+
+# %% ../nbs/00_data.ipynb #c4d1e2f3
+def _pair(pid:str, p:dict, roi=None):
+    "Pick (CT uid, RTSTRUCT info, GTV names, evidence) for one patient: (pair or None, skipped files, None or (status, reason))."
+    cts, want, skipped, cands, gtv = p['ct'], roi or r'^GTV', [], [], False
+    if not cts: return None, [], ('no CT', f'no CT series for patient {pid} ({len(p["rt"])} RTSTRUCT, {len(p["img"])} other image series)')
+    if not p['rt']: return None, [], ('no RTSTRUCT', f'no RTSTRUCT for patient {pid} ({len(cts)} CT series found)')
     for rt in sorted(p['rt'], key=lambda r: str(r['file'])):
-        uid = sorted(rt['series'] & cts.keys())
-        if not uid:
-            same_for = sorted(u for u, s in cts.items() if s['for'] and s['for'] in rt['for'])
-            if len(same_for) > 1:
-                skipped.append((str(rt['file']), f'RTSTRUCT references series {sorted(rt["series"])} which is no CT '
-                                f'under root, and {len(same_for)} CT series share its FrameOfReferenceUID: ambiguous'))
-                continue
-            uid = same_for
-        if not uid:
-            skipped.append((str(rt['file']), f'RTSTRUCT references no CT series under root (series '
-                            f'{sorted(rt["series"])}, FrameOfReferenceUID {sorted(rt["for"])})'))
-            continue
-        pairs.append((uid[0], rt))
-    if not pairs:
-        return None, skipped + [(pid, f'no RTSTRUCT of patient {pid} references one of its {len(cts)} CT series')]
-    gtv = [pr for pr in pairs if any(re.match(r'\s*gtv', n, re.I) for n in pr[1]['rois'])]
-    best = (gtv or pairs)[0]
-    skipped += [(str(rt['file']), f'extra RTSTRUCT of {pid} ignored; using {best[1]["file"]}')
-                for _, rt in pairs if rt is not best[1]]
-    return best, skipped
+        f = str(rt['file'])
+        try: names = _match_names(rt['rois'], want, f)
+        except RTStructError: skipped.append((f, f'RTSTRUCT of {pid} not used: no ROI matches {want!r}; ROIs there: {rt["rois"]}')); continue
+        gtv, mine = True, [(_evidence(rt, u, s), _on_slices(rt, names, s), u, rt, names) for u, s in sorted(cts.items())]
+        mine = [c for c in mine if c[0]]
+        if not mine:
+            skipped.append((f, f'RTSTRUCT references no CT series under root (series {sorted(rt["series"])}, '
+                               f'FrameOfReferenceUID {sorted(rt["for"])})')); continue
+        for c in mine:
+            if c[0] == 1 and c[1] is False:
+                on = [u for u, s in p['img'].items() if u in rt['series'] or rt['sops'] & s['sops']]
+                skipped.append((f, f"RTSTRUCT of {pid} not used with CT series {c[2]}: it shares only the frame of reference and "
+                                   f"its contours lie between the CT's slices (drawn on " +
+                                   (f"{p['img'][on[0]]['modality']} series {on[0]})" if on else 'another image)')))
+            else: cands.append(c)
+    if not gtv: return None, skipped, ('no GTV', f'no RTSTRUCT of patient {pid} has an ROI matching {want!r} '
+                                               f'(ROIs: {sorted({n for rt in p["rt"] for n in rt["rois"]})})')
+    if not cands: return None, skipped, ('unpaired', f'no GTV RTSTRUCT of patient {pid} was drawn on one of its {len(cts)} CT series')
+    key = lambda c: (c[0], c[1] is True)
+    top = [c for c in cands if key(c) == max(map(key, cands))]
+    if len({(c[2], c[3]['sop'] or str(c[3]['file'])) for c in top}) > 1:
+        return None, skipped, ('ambiguous pairing', f'ambiguous pairing for patient {pid}: ' + '; '.join(
+            f'{c[3]["file"]} with CT series {c[2]} ({Path(cts[c[2]]["files"][0]).parent})' for c in top) +
+            f' are equally supported (each {_why(*top[0][:2])})')
+    best = top[0]
+    skipped += [(str(c[3]['file']), f'RTSTRUCT of {pid} not used: it {_why(*c[:2])} (CT series {c[2]}); {best[3]["file"]} '
+                 f'{_why(*best[:2])}') for c in cands if c[3] is not best[3] and c[3]['sop'] != best[3]['sop']]
+    return (best[2], best[3], best[4], _why(*best[:2])), skipped, None
+
 
 # %% ../nbs/00_data.ipynb #ae195b72
 def _nifti_cases(files):
-    "Cases from `<id>_ct.nii[.gz]` + `<id>_gtv.nii[.gz]` pairs in the same folder."
-    parts, skipped = {}, []
+    "Cases from `<id>_ct.nii[.gz]` + `<id>_gtv.nii[.gz]` pairs in the same folder; skipped files; {id: (status, reason)}."
+    parts, skipped, pats = {}, [], {}
     for f in files:
         m = _NII.match(f.name)
         if m is None: skipped.append((str(f), 'NIfTI file not named <id>_ct.nii.gz or <id>_gtv.nii.gz')); continue
@@ -145,7 +212,9 @@ def _nifti_cases(files):
         else:
             have, miss = ('ct', 'gtv') if 'ct' in d else ('gtv', 'ct')
             skipped.append((str(d[have]), f'no matching {cid}_{miss}.nii.gz next to it'))
-    return cases, skipped
+            pats[cid] = ('no GTV' if have == 'ct' else 'no CT', f'{d[have]}: no matching {cid}_{miss}.nii.gz next to it')
+    return cases, skipped, pats
+
 
 # %% ../nbs/00_data.ipynb #8fee944e
 def _walk(root:Path):
@@ -156,30 +225,41 @@ def _walk(root:Path):
         out += [Path(d)/f for f in sorted(files) if not f.startswith('.')]
     return out
 
+class FoundCases(tuple):
+    "`find_cases`' answer: unpacks as `(cases, skipped)`; `.patients` maps each patient found with no case to (status, reason)."
+    def __new__(cls, cases:list, skipped:list, patients:dict):
+        t = super().__new__(cls, (cases, skipped)); t.patients = patients; return t
+    cases, skipped = property(lambda self: self[0]), property(lambda self: self[1])
+    def __repr__(self): return f'FoundCases({len(self[0])} cases, {len(self[1])} skipped, {len(self.patients)} patients without a case)'
+
 def find_cases(root:str|Path, # folder to search, any depth
                progress:bool=True, # tqdm bar while reading headers (shown from 500 files)
-              )->tuple[list[Case], list[tuple[str, str]]]:
-    "Cases (CT + RTSTRUCT pairs by DICOM header, NIfTI pairs by name) under `root`, and what was skipped, with why."
-    root = Path(root)
+               rois:dict|None=None, # patient id -> primary GTV ROI name (e.g. `read_clinical(...)['roi']`); default '^GTV'
+              )->FoundCases:
+    "Cases (CT + RTSTRUCT pairs by DICOM evidence, NIfTI pairs by name) under `root`, what was skipped and why, and each patient without a case."
+    root, rois = Path(root), {k: v for k, v in dict(rois if rois is not None else {}).items() if not pd.isna(v) and str(v).strip()}
     if not root.is_dir(): raise CohortError(f'{root}: not a folder')
     files = _walk(root)
     nii = [f for f in files if f.name.lower().endswith(('.nii', '.nii.gz'))]
     dcm = [f for f in files if not f.name.lower().endswith(_NOT_DICOM)]
     pats, skipped = _scan(dcm, progress)
-    cases = []
+    cases, missing = [], {}
     for pid in sorted(pats):
-        best, sk = _pair(pid, pats[pid])
+        best, sk, why = _pair(pid, pats[pid], rois.get(pid))
         skipped += sk
-        if best:
-            uid, rt = best
-            cases.append(Case(pid, 'dicom', sorted(pats[pid]['ct'][uid]['files']), rtstruct=rt['file'], series_uid=uid))
-    ncases, nsk = _nifti_cases(nii)
+        if why: skipped.append((pid, why[1])); missing[pid] = why; continue
+        uid, rt, names, ev = best
+        cases.append(Case(pid, 'dicom', sorted(pats[pid]['ct'][uid]['files']), rtstruct=rt['file'], series_uid=uid, roi=rois.get(pid),
+                          rtstruct_uid=rt['sop'], rtstruct_series_uid=rt['series_uid'], gtv_rois=names, pairing=ev))
+    ncases, nsk, npats = _nifti_cases(nii)
     skipped += nsk
     have = {c.id for c in cases}
     for c in ncases:
         if c.id in have: skipped.append((str(c.ct), f'NIfTI pair of {c.id} ignored: a case with this id was already found'))
-        else: cases.append(c); have.add(c.id)
-    return sorted(cases, key=lambda c: c.id), skipped
+        else: cases.append(c); have.add(c.id); missing.pop(c.id, None)
+    missing.update({k: v for k, v in npats.items() if k not in have and k not in missing})
+    return FoundCases(sorted(cases, key=lambda c: c.id), skipped, dict(sorted(missing.items())))
+
 
 # %% ../nbs/00_data.ipynb #88eb2a7d
 def load_case(case:Case, # from `find_cases`
@@ -398,9 +478,19 @@ def _sha(p:Path) -> str: return hashlib.sha256(Path(p).read_bytes()).hexdigest()
 class PrepareReport:
     "What `prepare_cohort` did."
     prepared: list = field(default_factory=list)  # ids now in the cache (built or reused)
-    skipped: dict = field(default_factory=dict)   # id -> reason
+    skipped: dict = field(default_factory=dict)   # id -> reason, for every patient (table or disk) not prepared
     reused: list = field(default_factory=list)    # ids whose cached file was up to date
     out_dir: Path | None = None
+    patients: list = field(default_factory=list)  # one dict per patient of the table or the disk: `report.csv`'s rows
+
+    def summary(self) -> str:
+        "One line: patients in the table / on disk, the count per status with the ids not prepared, and the report file."
+        rows, by = self.patients, {}
+        for r in rows: by.setdefault(r['status'], []).append(r['id'])
+        parts = [f'{k} {len(v)}' + ('' if k == 'prepared' else f' ({", ".join(v[:12])}{", ..." if len(v) > 12 else ""})')
+                 for k, v in sorted(by.items(), key=lambda kv: (kv[0] != 'prepared', kv[0]))]
+        return (f"{len(rows)} patients ({sum(r['in_table'] for r in rows)} in the clinical table, {sum(r['on_disk'] for r in rows)} "
+                f"found on disk): {'; '.join(parts) or 'none'}; report: {Path(self.out_dir or '.')/'report.csv'}")
 
 def _write_npy(path:Path, x:np.ndarray) -> str:
     "Atomically write `x` as .npy; return the sha256 of the bytes written."
@@ -412,7 +502,7 @@ def _write_text(path:Path, text:str):
     with atomic_write(path) as tmp: Path(tmp).write_text(text)
 
 # atomic_write's temporaries of our files: `.<name>.<8 random chars>.<ext>`
-_TMP = re.compile(r'^\.(?:index\.csv|cohort\.json|.+\.npy)\.\w{8}\.(?:csv|json|npy)$')
+_TMP = re.compile(r'^\.(?:index\.csv|cohort\.json|report\.csv|report\.json|.+\.npy)\.\w{8}\.(?:csv|json|npy)$')
 
 def _clear_temps(out:Path) -> list[str]:
     "Remove the temporaries a killed run left in `out` and `out/cases` (never listed in index.csv); return their names."
@@ -421,6 +511,7 @@ def _clear_temps(out:Path) -> list[str]:
         for f in sorted(d.iterdir()):
             if _TMP.match(f.name) and f.is_file(): f.unlink(missing_ok=True); gone.append(f.name)
     return gone
+
 
 # %% ../nbs/00_data.ipynb #18ceb3ba
 def _row(c:Case, y:int, roi, meta:dict, sha:str, params:dict) -> dict:
@@ -445,28 +536,56 @@ def _up_to_date(old:dict|None, c:Case, roi, out:Path, params:dict) -> bool:
     f = out/old['file']
     return f.exists() and _sha(f) == old['sha256']
 
+# %% ../nbs/00_data.ipynb #e5a7c3d9
+_REPORT_COLS = ['id', 'status', 'reason', 'label', 'in_table', 'on_disk', 'kind', 'ct_series_uid', 'rtstruct', 'rtstruct_sop_uid',
+                'rtstruct_series_uid', 'roi', 'gtv_rois', 'pairing', 'sources']
+
+def _patient_row(pid:str, status:str, reason:str, lab:dict, on_disk:bool, c:Case|None=None, roi=None) -> dict:
+    "One row of `report.csv`: the patient, what became of it and why, and (for a case) the files and UIDs it was read from."
+    y = lab.get(pid)
+    r = dict(id=pid, status=status, reason=reason, label='' if y is None or _missing(y) else int(y), in_table=pid in lab,
+             on_disk=on_disk, kind='', ct_series_uid='', rtstruct='', rtstruct_sop_uid='', rtstruct_series_uid='', roi=roi or '',
+             gtv_rois='', pairing='', sources='')
+    if c is not None:
+        r.update(kind=c.kind, ct_series_uid=c.series_uid or '', rtstruct=str(c.rtstruct or ''), rtstruct_sop_uid=c.rtstruct_uid or '',
+                 rtstruct_series_uid=c.rtstruct_series_uid or '', roi=roi or c.roi or ('^GTV' if c.kind == 'dicom' else ''),
+                 gtv_rois=json.dumps(c.gtv_rois or []), pairing=c.pairing or '', sources=json.dumps(c.sources))
+    return r
+
+def _write_report(out:Path, rows:list):
+    "`report.csv` (a row per patient) and `report.json` (the counts per status and the same rows)."
+    df = pd.DataFrame(rows, columns=_REPORT_COLS)
+    _write_text(out/'report.csv', df.to_csv(index=False))
+    counts = {k: int(v) for k, v in df['status'].value_counts().sort_index().items()}
+    _write_text(out/'report.json', json.dumps({'counts': counts, 'patients': rows}, indent=1, default=str))
+
+
 # %% ../nbs/00_data.ipynb #d18c175b
-def prepare_cohort(cases:Sequence[Case], # from `find_cases`
+def prepare_cohort(cases:Sequence[Case]|FoundCases, # `find_cases`' answer (its patients without a case are reported too) or a list of cases
                    labels:pd.DataFrame|pd.Series|dict, # `read_clinical` table (`label`, optional `roi`) or id -> 0/1
                    out_dir:str|Path, # cache folder
                    spacing:float=1.0, size:int=64, window:tuple[float, float]=(-200, 300), # as in `preprocess`
                    progress:bool=True, # tqdm bar over the cases
                   )->PrepareReport:
-    "Preprocess every labelled case into `out_dir/cases/<id>.npy` with `index.csv` and `cohort.json`; reuse up-to-date files."
+    "Preprocess every labelled case into `out_dir/cases/<id>.npy` with `index.csv`, `cohort.json` and `report.csv`; reuse up-to-date files."
+    found = cases.patients if isinstance(cases, FoundCases) else None
+    cases = list(cases[0] if isinstance(cases, FoundCases) else cases)
     out = Path(out_dir); (out/'cases').mkdir(parents=True, exist_ok=True); _clear_temps(out)
+    for f in ('report.csv', 'report.json'): (out/f).unlink(missing_ok=True)   # a report always describes a finished run
     params, (lab, rois) = _params(spacing, size, window), _labels(labels)
     old = {}
     if (out/'index.csv').exists():
         old = pd.read_csv(out/'index.csv', dtype={'id': str, 'sha256': str, 'params_hash': str, 'roi': str, 'sources': str},
                           keep_default_na=False).set_index('id', drop=False).to_dict('index')
     _write_text(out/'cohort.json', json.dumps(params, indent=1))
-    rep, rows = PrepareReport(out_dir=out), []
+    rep, rows, pats = PrepareReport(out_dir=out), [], []
     pending = {k: v for k, v in old.items() if v['params_hash'] == params['params_hash']}
     for c in tqdm(cases, desc='prepare', unit='case', disable=not progress):
         pending.pop(c.id, None)
-        if c.id not in lab or _missing(lab[c.id]):
-            rep.skipped[c.id] = f'no label for {c.id} in the clinical table'; continue
         roi = rois.get(c.id) or c.roi
+        if c.id not in lab or _missing(lab[c.id]):
+            rep.skipped[c.id] = f'no label for {c.id} in the clinical table'
+            pats.append(_patient_row(c.id, 'no label', rep.skipped[c.id], lab, True, c, roi)); continue
         if _up_to_date(old.get(c.id), c, roi, out, params):
             rows.append({**old[c.id], 'label': int(lab[c.id])}); rep.reused.append(c.id); rep.prepared.append(c.id)
         else:
@@ -475,16 +594,29 @@ def prepare_cohort(cases:Sequence[Case], # from `find_cases`
                 if not m.any(): raise CohortError(_empty(c, roi))
                 x, meta = preprocess(ct, m, spacing, size, window)
             except FGFlowError as e:
-                rep.skipped[c.id] = str(e); continue
+                rep.skipped[c.id] = str(e); pats.append(_patient_row(c.id, 'failed', str(e), lab, True, c, roi)); continue
             if meta['at_border']:
                 warnings.warn(f"{c.id}: the GTV touches the edge of the CT ({meta['at_border']}) and may extend outside "
                               f"the scan; prepared, the crop padded with air (-1000 HU) beyond the edge")
             rows.append(_row(c, lab[c.id], roi, meta, _write_npy(out/'cases'/f'{_fname(c.id)}.npy', x), params))
             rep.prepared.append(c.id)
+        pats.append(_patient_row(c.id, 'prepared', '', lab, True, c, roi))
         # index after every case (not yet visited cases keep their old rows): an interrupted run loses nothing
         _write_text(out/'index.csv', pd.DataFrame(rows + list(pending.values()), columns=_INDEX_COLS).to_csv(index=False))
     _write_text(out/'index.csv', pd.DataFrame(rows, columns=_INDEX_COLS).to_csv(index=False))
+    have = {c.id for c in cases}
+    for pid, (status, why) in (found or {}).items():      # found on disk, no case
+        if pid not in have: pats.append(_patient_row(pid, status, why, lab, True, roi=rois.get(pid)))
+    for pid in lab:                                         # in the table, no case
+        if pid in have or pid in (found or {}) or _missing(lab[pid]): continue
+        why = (f'labelled in the clinical table, but no images of {pid} were found' if found is not None else
+               f'labelled in the clinical table, but no case of {pid} was given (no images, or not paired: see find_cases)')
+        pats.append(_patient_row(pid, 'no images' if found is not None else 'no case', why, lab, False, roi=rois.get(pid)))
+    rep.patients = sorted(pats, key=lambda r: r['id'])
+    rep.skipped.update({r['id']: r['reason'] for r in rep.patients if r['status'] != 'prepared' and r['id'] not in rep.skipped})
+    _write_report(out, rep.patients)
     return rep
+
 
 # %% ../nbs/00_data.ipynb #cdacfd11
 class CohortDataset(torch.utils.data.Dataset):

@@ -261,20 +261,25 @@ class RTStruct:
     rois: dict
     frame_of_reference_uid: str
     referenced_series_uids: list
-    referenced_sop_uids: list
+    referenced_sop_uids: list    # images named by the series list and by each contour
     sop_uid: str = ''
+    series_uid: str = ''         # the structure set's own SeriesInstanceUID
     def __repr__(self): return f'RTStruct({Path(self.path).name}, rois={list(self.rois)})'
+
 
 # %% ../nbs/00_io.ipynb #c35c6553
 def _rt_refs(ds) -> tuple[list, list]:
-    "Series and SOP instance UIDs that the structure set references."
+    "Series and SOP instance UIDs that the structure set references (series list and each contour's images)."
     series, sops = [], []
     for fr in ds.get('ReferencedFrameOfReferenceSequence', []):
         for st in fr.get('RTReferencedStudySequence', []):
             for se in st.get('RTReferencedSeriesSequence', []):
-                series.append(str(se.SeriesInstanceUID))
-                sops += [str(ci.ReferencedSOPInstanceUID) for ci in se.get('ContourImageSequence', [])]
-    return series, sops
+                if 'SeriesInstanceUID' in se: series.append(str(se.SeriesInstanceUID))
+                sops += [str(ci.ReferencedSOPInstanceUID) for ci in se.get('ContourImageSequence', []) if 'ReferencedSOPInstanceUID' in ci]
+    for rc in ds.get('ROIContourSequence', []):
+        for c in rc.get('ContourSequence', []):
+            sops += [str(ci.ReferencedSOPInstanceUID) for ci in c.get('ContourImageSequence', []) if 'ReferencedSOPInstanceUID' in ci]
+    return series, list(dict.fromkeys(sops))
 
 def read_rtstruct(path:str|Path, # an RTSTRUCT file
                  )->RTStruct:
@@ -304,14 +309,15 @@ def _read_rt(path:Path) -> RTStruct:
     fors = [str(f.FrameOfReferenceUID) for f in ds.get('ReferencedFrameOfReferenceSequence', []) if 'FrameOfReferenceUID' in f]
     for_uid = fors[0] if fors else next((r.frame_of_reference_uid for r in rois.values() if r.frame_of_reference_uid), '')
     series, sops = _rt_refs(ds)
-    return RTStruct(str(path), rois, for_uid, series, sops, str(ds.get('SOPInstanceUID', '')))
+    return RTStruct(str(path), rois, for_uid, series, sops, str(ds.get('SOPInstanceUID', '')), str(ds.get('SeriesInstanceUID', '')))
+
 
 # %% ../nbs/00_io.ipynb #5c2667d9
 def _norm_name(s:str) -> str: return re.sub(r'\s+', ' ', str(s)).strip().casefold()
 
-def _select(rt:RTStruct, roi) -> list:
-    "The ROIs named or matched by `roi`."
-    names = list(rt.rois); norm = {_norm_name(n): n for n in names}
+def _match_names(names:Sequence[str], roi, where:str) -> list[str]:
+    "The ROI names that `roi` names (whitespace/case-insensitive) or matches (regex); RTStructError when one matches none."
+    names = list(names); norm = {_norm_name(n): n for n in names}
     items = [roi] if isinstance(roi, (str, re.Pattern)) else list(roi)
     out = []
     for r in items:
@@ -319,9 +325,14 @@ def _select(rt:RTStruct, roi) -> list:
         else:
             pat = r if isinstance(r, re.Pattern) else re.compile(r, re.IGNORECASE)
             hit = [n for n in names if pat.search(n) or pat.search(_norm_name(n))]
-        if not hit: raise RTStructError(f'{Path(rt.path).name}: no ROI matches {getattr(r, "pattern", r)!r}; ROIs there: {names}')
+        if not hit: raise RTStructError(f'{where}: no ROI matches {getattr(r, "pattern", r)!r}; ROIs there: {names}')
         out += [h for h in hit if h not in out]
-    return [rt.rois[n] for n in out]
+    return out
+
+def _select(rt:RTStruct, roi) -> list:
+    "The ROIs named or matched by `roi`."
+    return [rt.rois[n] for n in _match_names(rt.rois, roi, Path(rt.path).name)]
+
 
 # %% ../nbs/00_io.ipynb #f99c3363
 def _int_range(a, b, tol):

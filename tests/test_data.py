@@ -145,8 +145,9 @@ def test_find_cases_frame_of_reference_fallback_and_ambiguity(tmp_path):
     cases, skipped = find_cases(tmp_path)
     assert [c.id for c in cases] == ['A']
     reasons = dict(skipped)
-    assert 'ambiguous' in reasons[str(tmp_path/'B'/'rt.dcm')] and '2 CT series share' in reasons[str(tmp_path/'B'/'rt.dcm')]
-    assert reasons['B'] == 'no RTSTRUCT of patient B references one of its 2 CT series'
+    assert reasons['B'].startswith('ambiguous pairing for patient B: ') and reasons['B'].count(str(tmp_path/'B'/'rt.dcm')) == 2
+    assert str(tmp_path/'B'/'ct1') in reasons['B'] and str(tmp_path/'B'/'ct2') in reasons['B']
+    assert find_cases(tmp_path).patients == {'B': ('ambiguous pairing', reasons['B'])}
 
 
 def test_find_cases_prefers_gtv_rtstruct_and_reports_extra(tmp_path):
@@ -156,7 +157,7 @@ def test_find_cases_prefers_gtv_rtstruct_and_reports_extra(tmp_path):
     _hdr(tmp_path/'b_rt.dcm', 'P1', 'RTSTRUCT', generate_uid(), fr, ref_series=ct, rois=('Body', 'GTV 1'))
     (c,), skipped = find_cases(tmp_path)
     assert Path(c.rtstruct).name == 'b_rt.dcm'
-    assert skipped == [(str(tmp_path/'a_rt.dcm'), f'extra RTSTRUCT of P1 ignored; using {tmp_path/"b_rt.dcm"}')]
+    assert skipped == [(str(tmp_path/'a_rt.dcm'), "RTSTRUCT of P1 not used: no ROI matches '^GTV'; ROIs there: ['BODY']")]
 
 
 def test_find_cases_unreadable_and_non_dicom_files(tmp_path):
@@ -514,3 +515,195 @@ def test_preprocess_property_any_orientation(rx, ry, sk, sj, si, c):
     assert abs(meta['volume_mm3'] / (4 / 3 * np.pi * 480) - 1) < 0.08
     core = x[1] > 0.999                                                    # inside the GTV: well inside the scan
     np.testing.assert_allclose((-1000 + 2000 * x[0])[core], field(_grid(meta, 28))[core], atol=0.1)
+
+
+# ---------------------------------------------------------------- a real download: which RTSTRUCT, which CT, every patient
+# A simulated NBIA download of Head-Neck-PET-CT, written as real DICOM with fgflow.phantoms' writers: a PET sharing the
+# CT's frame of reference with its own RTSTRUCT (contours on PET slice positions), a planning CT in its own frame of
+# reference, a tie, a patient without a GTV, one without a label, one in the table only. Laid out with the retriever's
+# descriptive folder names (spaces, accents, dots) or with UID-named folders, and in both orders of the two RTSTRUCTs.
+from fgflow.phantoms import write_ct_series, write_rtstruct, _uid
+from fgflow.data import FoundCases, rtstruct_mask, read_rtstruct
+
+PET_CLASS = '1.2.840.10008.5.1.4.1.1.128'
+CT_GRID = dict(shape=(12, 24, 24), spacing=(2.0, 1.5, 1.5), origin=np.array([-17.25, -17.25, -11.0]))
+PET_GRID = dict(shape=(9, 16, 16), spacing=(2.7, 2.4, 2.4), origin=np.array([-18.0, -18.0, -10.3]))
+PLAN_GRID = dict(shape=(10, 20, 20), spacing=(2.5, 1.8, 1.8), origin=np.array([-12.1, -14.1, -13.25]))
+
+
+def _ellipsoid(geom, centre, semi=(7., 6., 6.5)):
+    (nz, ny, nx), (sz, sy, sx), o = geom['shape'], geom['spacing'], geom['origin']
+    z, y, x = np.meshgrid(o[2] + sz * np.arange(nz), o[1] + sy * np.arange(ny), o[0] + sx * np.arange(nx), indexing='ij')
+    return ((x - centre[0]) / semi[0])**2 + ((y - centre[1]) / semi[1])**2 + ((z - centre[2]) / semi[2])**2 <= 1
+
+
+def _image(geom, gtv):
+    hu = np.full(geom['shape'], -1000, np.int16); hu[:, 2:-2, 2:-2] = 30; hu[gtv] = 60
+    return hu
+
+
+def _patch(path, **kw):
+    "Rewrite a DICOM file with attributes changed (UIDs of another study / frame, another modality ...)."
+    ds = pydicom.dcmread(path)
+    for k, v in kw.items():
+        if k == 'for':
+            for fr in ds.get('ReferencedFrameOfReferenceSequence', []): fr.FrameOfReferenceUID = v
+            for r in ds.get('StructureSetROISequence', []): r.ReferencedFrameOfReferenceUID = v
+            if 'FrameOfReferenceUID' in ds: ds.FrameOfReferenceUID = v
+        else: setattr(ds, k, v)
+    if 'SOPInstanceUID' in kw: ds.file_meta.MediaStorageSOPInstanceUID = kw['SOPInstanceUID']
+    if 'SOPClassUID' in kw: ds.file_meta.MediaStorageSOPClassUID = kw['SOPClassUID']
+    ds.save_as(path, enforce_file_format=True)
+
+
+def _ct(stage, pid, seed, geom, rois, desc):
+    "A CT series and its RTSTRUCT (drawn on it); returns the series' uids and the RTSTRUCT file."
+    sl = write_ct_series(_image(geom, next(iter(rois.values()))), geom, stage/f'{pid}-{seed}-ct', pid, seed)
+    rt = stage/f'{pid}-{seed}-rt'/'rt.dcm'
+    write_rtstruct({n: (m, [255, 0, 0], 'GTV') for n, m in rois.items()}, geom, sl, rt, pid, seed)
+    ds = pydicom.dcmread(rt)
+    return dict(series=_uid(seed, pid, 'series', 'CT'), for_uid=_uid(seed, pid, 'for'), study=_uid(seed, pid, 'study'),
+                rt=rt, rt_sop=str(ds.SOPInstanceUID), desc=desc)
+
+
+def _pet(stage, pid, seed, ct, rois):
+    "A PET series in `ct`'s study and frame of reference, with its own RTSTRUCT drawn on PET slice positions."
+    pet = _ct(stage, pid, seed, PET_GRID, rois, None)
+    for f in sorted((stage/f'{pid}-{seed}-ct').iterdir()):
+        _patch(f, Modality='PT', SOPClassUID=PET_CLASS, StudyInstanceUID=ct['study'], **{'for': ct['for_uid']})
+    _patch(pet['rt'], StudyInstanceUID=ct['study'], **{'for': ct['for_uid']})
+    return pet
+
+
+def _seed_for(pid, ct_first, base):
+    "A seed whose RTSTRUCT series UIDs (CT's: seed, PET's: seed + 1) sort in the wanted order (UID-named folders)."
+    return next(s for s in range(base, base + 200, 2)
+                if (_uid(s, pid, 'series', 'RTSTRUCT') < _uid(s + 1, pid, 'series', 'RTSTRUCT')) == ct_first)
+
+
+def build_download(root, scheme, ct_rt_first):
+    """Stage the patients' DICOM files, then lay them out as `scheme` ('nbia': retriever names; 'uid': UID folders) with the
+    CT's RTSTRUCT folder sorting before (ct_rt_first) or after the PET's. Returns the truth: pid -> what must be used."""
+    stage, truth, names = Path(root)/'stage', {}, {}
+    c = np.array([1., -2., 0.5])
+    # 1: PET/CT, the PET sharing the CT's frame of reference; RTSTRUCTs on the CT and on the PET ('GTVn' listed first)
+    pid = 'HN-CHUM-001'; s = _seed_for(pid, ct_first=ct_rt_first, base=10)
+    rois = lambda g: {'GTVn': _ellipsoid(g, c + [-8, 6, 0], (3, 3, 3)), 'GTV': _ellipsoid(g, c)}
+    ct = _ct(stage, pid, s, CT_GRID, rois(CT_GRID), 'CT IMAGES - RESEARCH'); pet = _pet(stage, pid, s + 1, ct, rois(PET_GRID))
+    truth[pid] = ct; names[pid] = {'ct': ct, 'rt': (ct, 'RTstructCTsim-CTPET-CT'), 'pet': pet, 'rt_pet': (pet, 'RTstructCTsim-PETPET-CT')}
+    # 2: the PET/CT (CT + PET, the PET's RTSTRUCT only) and a planning CT in its own frame of reference with its RTSTRUCT
+    pid = 'HN-HGJ-002'; s = _seed_for(pid, ct_first=ct_rt_first, base=21)
+    rois = lambda g, d=(0, 0, 0): {'GTV1': _ellipsoid(g, c + d)}
+    ctp = _ct(stage, pid, s + 100, CT_GRID, rois(CT_GRID), 'CT IMAGES'); pet = _pet(stage, pid, s + 1, ctp, rois(PET_GRID))
+    plan = _ct(stage, pid, s, PLAN_GRID, rois(PLAN_GRID, (3., -1., -2.)), 'Kilovoltage CT Imaging')
+    truth[pid] = plan; names[pid] = {'ct': ctp, 'pet': pet, 'rt_pet': (pet, 'RTstructCTsim-PETPET-CT'), 'plan': plan, 'rt': (plan, 'RTstruct')}
+    # 4: two RTSTRUCTs drawn on the same CT, both with the GTV: a tie
+    pid = 'HN-CHUS-004'
+    a = _ct(stage, pid, 40, CT_GRID, {'GTV': _ellipsoid(CT_GRID, c)}, 'CT IMAGES')
+    b = dict(a, rt=stage/f'{pid}-b-rt'/'rt.dcm'); b['rt'].parent.mkdir(parents=True); shutil.copy(a['rt'], b['rt'])
+    _patch(b['rt'], SOPInstanceUID=_uid(41, pid, 'rt'), SeriesInstanceUID=_uid(41, pid, 'rts'), StructureSetLabel='copy')
+    names[pid] = {'ct': a, 'rt': (a, 'RTstruct'), 'rt_b': (b, 'RTstruct resent')}
+    # 5: images but no row in the clinical table; 6: an RTSTRUCT without a GTV
+    pid = 'HN-CHUS-005'; e = _ct(stage, pid, 50, CT_GRID, {'GTV': _ellipsoid(CT_GRID, c)}, 'CT IMAGES')
+    names[pid] = {'ct': e, 'rt': (e, 'RTstruct')}
+    pid = 'HN-HMR-006'; f = _ct(stage, pid, 60, CT_GRID, {'BODY': _ellipsoid(CT_GRID, c, (12, 12, 12))}, 'CT IMAGES')
+    names[pid] = {'ct': f, 'rt': (f, 'RTstruct')}
+    # lay out: one folder per series
+    for pid, d in names.items():
+        order = ['rt', 'rt_pet'] if ct_rt_first else ['rt_pet', 'rt']
+        num = {k: i for i, k in enumerate(order + ['rt_b', 'ct', 'pet', 'plan'], 1)}
+        for k, v in d.items():
+            src = v[0]['rt'].parent if k.startswith('rt') else Path(str(v['rt'].parent)[:-3] + '-ct')
+            if k == 'rt_b': src = v[0]['rt'].parent
+            for f in sorted(src.iterdir()):
+                ds = pydicom.dcmread(f, stop_before_pixels=True)
+                if scheme == 'uid': dst = Path(root)/'dl'/pid/str(ds.StudyInstanceUID)/str(ds.SeriesInstanceUID)/f'{ds.SOPInstanceUID}.dcm'
+                else:
+                    desc = v[1] if k.startswith('rt') else (v['desc'] or 'PET AC')
+                    dst = (Path(root)/'dl'/'Head-Neck-PET-CT'/pid/f'08-27-1885-PANC. avec C.A. SPHÈRE ORL tête et cou -TP-{7422 + len(pid)}'
+                           / f'{num[k]}.000000-{desc}-{45294 + num[k]}'/f'1-{int(ds.get("InstanceNumber", 1)):02d}.dcm')
+                dst.parent.mkdir(parents=True, exist_ok=True); shutil.copy(f, dst)
+    shutil.rmtree(stage)
+    return truth, names
+
+
+def _tables(root):
+    "Clinical table (CSV; HN-HMR-003 has no images, HN-CHUS-005 no row) and the GTV-name table."
+    (root/'clin.csv').write_text('Patient #,Distant\nHN-CHUM-001,1\nHN-HGJ-002,0\nHN-HMR-003,1\nHN-CHUS-004,0\nHN-HMR-006,0\n')
+    (root/'gtv.csv').write_text('Patient,Name GTV Primary\nHN-CHUM-001,GTV\nHN-HGJ-002,GTV1\nHN-HMR-003,GTV\nHN-CHUS-004,GTV\n')
+    return read_clinical(root/'clin.csv', gtv_table=root/'gtv.csv')
+
+
+def _dice(a, b): return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+
+@pytest.mark.parametrize('scheme,ct_rt_first', [('nbia', True), ('nbia', False), ('uid', True), ('uid', False)])
+def test_download_pairs_the_cts_own_rtstruct_and_accounts_for_every_patient(tmp_path, scheme, ct_rt_first):
+    truth, names = build_download(tmp_path, scheme, ct_rt_first)
+    dl = tmp_path/'dl'
+    files = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID): f
+             for f in dl.rglob('*.dcm') if pydicom.dcmread(f, stop_before_pixels=True).Modality == 'RTSTRUCT'}
+    order = sorted(files, key=lambda u: str(files[u]))
+    a = names['HN-CHUM-001']
+    assert (order.index(a['rt'][0]['rt_sop']) < order.index(a['rt_pet'][0]['rt_sop'])) == ct_rt_first   # the layout is as meant
+    clin = _tables(tmp_path)
+    found = find_cases(dl, progress=False, rois=clin['roi'])
+    assert isinstance(found, FoundCases) and [c.id for c in found.cases] == ['HN-CHUM-001', 'HN-CHUS-005', 'HN-HGJ-002']
+    rep = prepare_cohort(found, clin, tmp_path/'cache', spacing=2.0, size=16, progress=False)
+    assert rep.prepared == ['HN-CHUM-001', 'HN-HGJ-002']
+    # every labelled patient with images: the CT the GTV was drawn on, its own RTSTRUCT, the mask of the CT's contours
+    for c in found.cases:
+        if c.id not in truth: continue
+        t = truth[c.id]
+        assert (c.series_uid, c.rtstruct_uid, Path(c.rtstruct)) == (t['series'], t['rt_sop'], files[t['rt_sop']])
+        ct, m = load_case(c, clin.loc[c.id, 'roi'])
+        own = rtstruct_mask(files[t['rt_sop']], ct, clin.loc[c.id, 'roi'])
+        assert _dice(m, own) >= 0.99 and own.sum() > 100
+        assert c.pairing == "references the CT series, contours on the CT's slices"
+    # the PET's contours on the CT would not pass: the test can tell the two RTSTRUCTs apart
+    c1 = found.cases[0]; ct1 = load_case(c1, 'GTV')[0]
+    with pytest.warns(UserWarning, match='between slice planes'):
+        pet_on_ct = rtstruct_mask(files[a['rt_pet'][0]['rt_sop']], ct1, 'GTV')
+    assert _dice(pet_on_ct, rtstruct_mask(files[a['rt'][0]['rt_sop']], ct1, 'GTV')) < 0.97
+    # every patient not prepared, named with its reason; report.csv in the cache lists every patient
+    rows = pd.read_csv(tmp_path/'cache'/'report.csv', keep_default_na=False).set_index('id')
+    assert sorted(rows.index) == ['HN-CHUM-001', 'HN-CHUS-004', 'HN-CHUS-005', 'HN-HGJ-002', 'HN-HMR-003', 'HN-HMR-006']
+    assert rows.status.to_dict() == {'HN-CHUM-001': 'prepared', 'HN-CHUS-004': 'ambiguous pairing', 'HN-CHUS-005': 'no label',
+                                     'HN-HGJ-002': 'prepared', 'HN-HMR-003': 'no images', 'HN-HMR-006': 'no GTV'}
+    assert set(rep.skipped) == {'HN-CHUS-004', 'HN-CHUS-005', 'HN-HMR-003', 'HN-HMR-006'}
+    tie = rep.skipped['HN-CHUS-004']
+    d4 = names['HN-CHUS-004']
+    assert tie.startswith('ambiguous pairing for patient HN-CHUS-004') and str(files[d4['rt'][0]['rt_sop']]) in tie \
+        and str(files[d4['rt_b'][0]['rt_sop']]) in tie
+    assert rows.loc['HN-HMR-003', 'reason'] == 'labelled in the clinical table, but no images of HN-HMR-003 were found'
+    assert rows.loc['HN-HMR-003', 'in_table'] and not rows.loc['HN-HMR-003', 'on_disk']
+    assert "no ROI matching 'GTV'" not in rows.loc['HN-HMR-006', 'reason'] and "'^GTV'" in rows.loc['HN-HMR-006', 'reason']
+    for pid in truth:
+        assert (rows.loc[pid, 'ct_series_uid'], rows.loc[pid, 'rtstruct_sop_uid']) == (truth[pid]['series'], truth[pid]['rt_sop'])
+        assert rows.loc[pid, 'rtstruct'] == str(files[truth[pid]['rt_sop']]) and rows.loc[pid, 'roi'] in ('GTV', 'GTV1')
+    j = json.loads((tmp_path/'cache'/'report.json').read_text())
+    assert j['counts'] == {'ambiguous pairing': 1, 'no GTV': 1, 'no images': 1, 'no label': 1, 'prepared': 2}
+    assert 'no images 1 (HN-HMR-003)' in rep.summary() and 'ambiguous pairing 1 (HN-CHUS-004)' in rep.summary()
+
+
+def test_cli_prepare_names_every_patient_not_prepared_even_quiet(tmp_path, capsys):
+    from fgflow import cli
+    truth, _ = build_download(tmp_path, 'nbia', False)
+    _tables(tmp_path)
+    import warnings
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        rc = cli.main(['prepare', '--dicom', str(tmp_path/'dl'), '--clinical', str(tmp_path/'clin.csv'), '--gtv-table',
+                       str(tmp_path/'gtv.csv'), '--out', str(tmp_path/'cache'), '--size', '16', '--spacing', '2', '--quiet'])
+    out = capsys.readouterr().out
+    assert rc == 0 and not [x for x in w if 'between slice planes' in str(x.message)]   # the PET's contours would warn
+    lines = out.splitlines()
+    for pid, why in [('HN-HMR-003', 'labelled in the clinical table, but no images of HN-HMR-003 were found'),
+                     ('HN-CHUS-005', 'no label for HN-CHUS-005 in the clinical table'),
+                     ('HN-CHUS-004', 'ambiguous pairing for patient HN-CHUS-004: '),
+                     ('HN-HMR-006', "no RTSTRUCT of patient HN-HMR-006 has an ROI matching '^GTV'")]:
+        assert sum(l.startswith(f'skipped {pid}: {why}') for l in lines) == 1, (pid, out)
+    assert 'prepared 2 cases (0 reused), skipped 4' in out
+    assert ('6 patients (5 in the clinical table, 5 found on disk): prepared 2; ambiguous pairing 1 (HN-CHUS-004); '
+            'no GTV 1 (HN-HMR-006); no images 1 (HN-HMR-003); no label 1 (HN-CHUS-005); report: ') in out
+    assert pd.read_csv(tmp_path/'cache'/'index.csv').id.tolist() == sorted(truth)

@@ -107,7 +107,7 @@ def test_cli_prepare_killed_mid_write_then_rerun_gives_identical_cache(nifti_coh
     o = _finish(_start(['-m', 'fgflow.cli', *_prepare_args(root, out)]), 'fgflow prepare after the kill')
     assert f'prepared 6 cases ({len(done)} reused), skipped 0' in o, o
     a, b = _digest(tmp_path / 'ref'), _digest(out)
-    assert sorted(a) == sorted(b) == ['cases/' + f'HN-SYN-00{i}.npy' for i in range(1, 7)] + ['cohort.json', 'index.csv']
+    assert sorted(a) == sorted(b) == ['cases/' + f'HN-SYN-00{i}.npy' for i in range(1, 7)] + ['cohort.json', 'index.csv', 'report.csv', 'report.json']
     assert a == b                                                    # every cache file bit-identical, index.csv included
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / 'ref' / 'index.csv'), pd.read_csv(out / 'index.csv'))
 
