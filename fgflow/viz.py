@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['show_case', 'roc_curve', 'plot_roc', 'plot_history', 'plot_flow_montage', 'explore']
+__all__ = ['show_case', 'roc_curve', 'plot_roc', 'plot_history', 'plot_fgf', 'plot_flow_montage', 'explore']
 
 # %% ../nbs/06_viz.ipynb #b796de90
 def _np(a) -> np.ndarray:
@@ -88,6 +88,39 @@ def plot_history(histories:dict, # name -> history DataFrame (columns epoch, los
     fig.tight_layout()
     return fig
 
+# %% ../nbs/06_viz.ipynb #a9f0e102
+_COUNTS = (('n_undefined', 'undefined'), ('n_not_reached', 'not reached'), ('n_at_edge', 'at edge'))
+
+def plot_fgf(res, # an `FGFResult` of `fgflow.flow.fgf_measure`
+             model:str|None=None, # the model's name, for the title
+             title:str|None=None, # the whole title (default: the model, the number of lines and the baseline)
+             ax=None):
+    "FGF plot with a title, a legend for each mark and the undefined / not-reached / at-edge line counts per column."
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    ax = res.plot(ax=ax); fig, t = ax.figure, res.table.reset_index(drop=True)
+    n_lines = int(t['n_points'].max()) if 'n_points' in t else None
+    s, R = res.settings or {}, len(res.noise)
+    baseline = s.get('noise', 'random linear')
+    if title is None:
+        title = (f"FGF of the {model} model" if model else 'FGF') + (f" on {n_lines} flow lines" if n_lines else '') + \
+                f" against {R} {baseline} noise features"
+    ax.set_title(title, fontsize=10, pad=8 + 9 * sum(c in t for c, _ in _COUNTS))
+    for i, r in t.iterrows():  # the lines each M leaves out, above its column
+        txt = '\n'.join(f"{int(r[c])} {w}" for c, w in _COUNTS if c in t and np.isfinite(r[c]))
+        if txt: ax.annotate(txt, (i, 1), xycoords=('data', 'axes fraction'), xytext=(0, 3), textcoords='offset points',
+                            ha='center', va='bottom', fontsize=6, color='C3' if any(r.get(c, 0) for c, _ in _COUNTS) else 'grey')
+    per_row = isinstance(res.noise, pd.DataFrame)  # a matched baseline: R noise features per column
+    h = [Line2D([], [], marker='D', ls='', c='C0', label='feature: M, mean alignment along the flow lines'),
+         Line2D([], [], marker='D', ls='', c='C1', label='feature set: M of the joint projection'),
+         Line2D([], [], c='k', lw=1, label='95% bootstrap interval of M'),
+         Patch(fc='none', ec='grey', label=(f"M of {R} noise features matched to each column ({baseline}): quartiles, whiskers"
+                                             if per_row else f"M of {R} noise features ({baseline}), dotted: their mean")),
+         Line2D([], [], ls='', label='×r: M / mean noise M')]
+    if any(c in t for c, _ in _COUNTS): h.append(Line2D([], [], ls='', label=f"above each column: of the {n_lines} flow lines, those undefined\n(left out of M), stopped before the boundary, or at the domain's edge"))
+    ax.legend(handles=h, fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1), borderaxespad=0, frameon=False)
+    return fig
+
 # %% ../nbs/06_viz.ipynb #53ac0899
 def _grad_f(model, x:Tensor) -> Tensor:
     "∇f at one input (C,D,H,W) (detached): `fgflow.flow.input_gradients` on a batch of one."
@@ -128,24 +161,29 @@ def plot_flow_montage(model, # maps (B,C,D,H,W) to (B,) logits
                       threshold:float=0.0, # decision boundary f = threshold
                       window=(-200., 300.), # HU window of channel 0
                       points:list|None=None, # precomputed flow-line points (skips `flow_lines`)
+                      case:str|None=None, # case id, for the title
+                      model_name:str|None=None, # the model's name, for the title
                      ) -> plt.Figure:
-    "CT slices at points along one flow line with ∇f overlaid, logit in each title."
+    "CT slices at points along one flow line with ∇f overlaid, logit in each title, colour bars for HU and ∇f."
     x = torch.as_tensor(_np(x), dtype=torch.float32)
     pts = points if points is not None else _flow_path(model, x, step, max_steps, threshold, steps_per_line=steps_per_line)
     idx = np.unique(np.linspace(0, len(pts) - 1, min(n_panels, len(pts))).round().astype(int))
     k = _mid_slice(x) if slice is None else int(slice)
     grads = [_np(_grad_f(model, pts[i]))[channel, k] for i in idx]
     vmax = max(max(np.abs(g).max() for g in grads), 1e-12)
-    fig, axs = plt.subplots(1, len(idx), figsize=(2.4 * len(idx), 2.8), squeeze=False)
+    fig, axs = plt.subplots(1, len(idx), figsize=(2.4 * len(idx) + 1.6, 3.2), squeeze=False, layout='constrained')
     lo, hi = window
     for ax, i, g in zip(axs[0], idx, grads):
         p = _np(pts[i])
-        ax.imshow(lo + p[0, k] * (hi - lo), cmap='gray', vmin=lo, vmax=hi)
-        ax.imshow(g, cmap='RdBu_r', vmin=-vmax, vmax=vmax, alpha=0.6)
+        ct = ax.imshow(lo + p[0, k] * (hi - lo), cmap='gray', vmin=lo, vmax=hi)
+        gr = ax.imshow(g, cmap='RdBu_r', vmin=-vmax, vmax=vmax, alpha=0.6)
         if p[1, k].max() > 0.5: ax.contour(p[1, k], levels=[0.5], colors='gold', linewidths=0.8)
         ax.set_title(f'step {i}: f = {_logit(model, pts[i]):+.3f}', fontsize=8); ax.axis('off')
-    fig.suptitle(f'flow line toward f = {threshold:g} ({len(pts) - 1} steps); ∇f (channel {channel}) at z index {k}', fontsize=9)
-    fig.tight_layout()
+    fig.colorbar(gr, ax=list(axs[0]), shrink=0.8, pad=0.01, label=f'∇f, channel {channel} (logit per input unit)')
+    fig.colorbar(ct, ax=list(axs[0]), shrink=0.8, pad=0.01, label='CT (HU)')
+    who = ', '.join(s for s in (f'{model_name} model' if model_name else '', f'case {case}' if case else '') if s)
+    fig.suptitle((who + ': ' if who else '') + f'flow line toward the decision boundary f = {threshold:g} ({len(pts) - 1} steps)\n'
+                 f'∇f overlaid (red raises, blue lowers the logit) on the axial slice at z index {k}; gold: GTV contour', fontsize=9)
     return fig
 
 # %% ../nbs/06_viz.ipynb #933498b2

@@ -20,6 +20,41 @@ def _img(fig):
     fig.canvas.draw(); a = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(float)
     return a
 
+def panels(fig):
+    "The image panels of a montage (not its colour bars)."
+    return [a for a in fig.axes if a.get_label() != '<colorbar>']
+
+def _result(counts=True, matched=True):
+    import pandas as pd
+    from fgflow.flow import FGFResult
+    t = pd.DataFrame({'name': ['volume', 'elongation', 'volume+elongation'], 'kind': ['feature', 'feature', 'set'],
+                      'M': [0.8, 0.02, 0.81], 'ci_low': [0.75, 0.01, 0.76], 'ci_high': [0.85, 0.04, 0.86], 'ratio': [80., 2., 60.],
+                      'n_points': 25})
+    if counts: t = t.assign(n_undefined=[0, 11, 0], n_not_reached=[0, 0, 2], n_at_edge=[1, 0, 0])
+    rng = np.random.default_rng(0)
+    noise = (pd.DataFrame(rng.uniform(0.005, 0.02, (30, 3)), columns=t.name) if matched
+             else pd.Series(rng.uniform(0.005, 0.02, 30), name='M'))
+    return FGFResult(t, pd.DataFrame(), noise, np.zeros(0), {'noise': 'smooth' if matched else 'global'})
+
+def test_plot_fgf_title_legend_and_counts():
+    fig = viz.plot_fgf(_result(), model='regularized')
+    ax = fig.axes[0]
+    assert ax.get_title() == 'FGF of the regularized model on 25 flow lines against 30 smooth noise features'
+    legend = ' '.join(t.get_text() for t in ax.get_legend().get_texts())
+    for what in ('feature: M', 'feature set', 'bootstrap interval', '30 noise features matched to each column', '×r', 'undefined'):
+        assert what in legend, what
+    texts = [t.get_text() for t in ax.texts]
+    assert '0 undefined\n0 not reached\n1 at edge' in texts and '11 undefined\n0 not reached\n0 at edge' in texts
+    assert '0 undefined\n2 not reached\n0 at edge' in texts
+    assert _img(fig).std() > 1
+
+def test_plot_fgf_without_counts_and_global_noise():
+    fig = viz.plot_fgf(_result(counts=False, matched=False))  # a table without the count columns still plots
+    ax = fig.axes[0]
+    assert ax.get_title() == 'FGF on 25 flow lines against 30 global noise features'
+    assert not any('undefined' in t.get_text() for t in ax.texts)
+    assert any('dotted: their mean' in t.get_text() for t in ax.get_legend().get_texts())
+
 def test_grad_f_matches_autograd():
     m, x = Toy(), blob()
     xx = x[None].clone().requires_grad_(True); m(xx).sum().backward()
@@ -33,18 +68,22 @@ def test_mid_slice_is_mask_centroid():
 def test_montage_from_points_titles_and_logits():
     m, x = Toy(), blob()
     pts = [x + 0.02 * i for i in range(9)]
-    fig = viz.plot_flow_montage(m, x, points=pts, n_panels=3)
-    assert [a.get_title().split(':')[0] for a in fig.axes] == ['step 0', 'step 4', 'step 8']
+    fig = viz.plot_flow_montage(m, x, points=pts, n_panels=3, case='HN-SYN-007', model_name='regularized')
+    assert [a.get_title().split(':')[0] for a in panels(fig)] == ['step 0', 'step 4', 'step 8']
     f8 = float(m(pts[8][None]).detach())
     assert fig.axes[2].get_title().endswith(f'{f8:+.3f}')
+    # colour bars for the CT (HU) and for ∇f, and a title naming the model and the case
+    bars = [a.get_ylabel() for a in fig.axes if a.get_label() == '<colorbar>']
+    assert sorted(bars) == ['CT (HU)', '∇f, channel 0 (logit per input unit)']
+    assert fig.get_suptitle().startswith('regularized model, case HN-SYN-007: flow line')
     assert _img(fig).std() > 1  # not blank
 
 def test_montage_follows_flow_line():
     pytest.importorskip('fgflow.flow')
     m, x = Toy(), blob()
     fig = viz.plot_flow_montage(m, x, n_panels=5)
-    assert 2 <= len(fig.axes) <= 5
-    t = [a.get_title() for a in fig.axes]
+    assert 2 <= len(panels(fig)) <= 5
+    t = [a.get_title() for a in panels(fig)]
     assert t[0].startswith('step 0')
     f0 = float(m(x[None]).detach())
     assert t[0].endswith(f'{f0:+.3f}')
