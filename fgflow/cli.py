@@ -235,22 +235,25 @@ def _set_arg(s:str) -> tuple[str, list[str]]:
 
 # %% ../nbs/07_cli.ipynb #380d236a
 def cmd_prepare(a) -> int:
-    "Find cases under --dicom/--nifti, read labels, crop and cache; print skipped cases."
-    from fgflow.data import find_cases, read_clinical, prepare_cohort
+    "Read labels, find cases under --dicom/--nifti, crop and cache; name every patient not prepared, with why (also in report.csv)."
+    from fgflow.data import find_cases, read_clinical, prepare_cohort, FoundCases
     from fgflow.io import FGFlowError
     root = Path(a.dicom or a.nifti)
     st = Stages(quiet=a.quiet)
-    st('find', f"find cases under {root}")
-    cases, skipped = find_cases(root, progress=not a.quiet)
-    cases = [c for c in cases if c.kind == ('dicom' if a.dicom else 'nifti')]
-    for where, why in skipped: print(f"skipped {where}: {why}")
     clin = read_clinical(a.clinical, id_col=a.id_col, label_col=a.label_col, id_pattern=a.id_pattern, gtv_table=a.gtv_table)
-    st('prepare', f"prepare {len(cases)} cases ({len(clin)} labelled rows) -> {a.out}")
-    rep = prepare_cohort(cases, clin, a.out, spacing=a.spacing, size=a.size, window=tuple(a.window), progress=not a.quiet)
+    st('find', f"find cases under {root}")
+    found = find_cases(root, progress=not a.quiet, rois=clin['roi'] if 'roi' in clin else None)
+    kind = 'dicom' if a.dicom else 'nifti'
+    found = FoundCases([c for c in found.cases if c.kind == kind], found.skipped, found.patients)
+    for where, why in found.skipped:
+        if where not in found.patients: print(f"skipped {where}: {why}")   # files; patients are listed below
+    st('prepare', f"prepare {len(found.cases)} cases ({len(clin)} labelled rows) -> {a.out}")
+    rep = prepare_cohort(found, clin, a.out, spacing=a.spacing, size=a.size, window=tuple(a.window), progress=not a.quiet)
     for cid, why in rep.skipped.items(): print(f"skipped {cid}: {why}")
     t = st.done()
     print(f"prepared {len(rep.prepared)} cases ({len(rep.reused)} reused), skipped {len(rep.skipped)}: {Path(a.out)/'index.csv'} ({t['total']:.1f}s)")
-    if not rep.prepared: raise FGFlowError(f"{root}: no case could be prepared ({len(rep.skipped)} skipped, {len(skipped)} files/folders ignored)")
+    print(rep.summary())
+    if not rep.prepared: raise FGFlowError(f"{root}: no case could be prepared ({len(rep.skipped)} skipped, {len(found.skipped)} files/folders ignored)")
     return 0
 
 # %% ../nbs/07_cli.ipynb #4d13f8f6
