@@ -162,7 +162,12 @@ def _why(lvl:int, on) -> str:
 
 
 # %% ../nbs/00_data.ipynb #c4d1e2f3
-def _pair(pid:str, p:dict, roi=None):
+def _petct(p:dict, uid:str) -> bool:
+    "Whether CT series `uid` shares its frame of reference with a PET series (the CT of a PET/CT)."
+    f = p['ct'][uid]['for']
+    return bool(f) and any(s['modality'] == 'PT' and s['for'] == f for s in p['img'].values())
+
+def _pair(pid:str, p:dict, roi=None, prefer:str|None=None):
     "Pick (CT uid, RTSTRUCT info, GTV names, evidence) for one patient: (pair or None, skipped files, None or (status, reason))."
     cts, want, skipped, cands, gtv = p['ct'], roi or r'^GTV', [], [], False
     if not cts: return None, [], ('no CT', f'no CT series for patient {pid} ({len(p["rt"])} RTSTRUCT, {len(p["img"])} other image series)')
@@ -187,16 +192,20 @@ def _pair(pid:str, p:dict, roi=None):
                                                f'(ROIs: {sorted({n for rt in p["rt"] for n in rt["rois"]})})')
     if not cands: return None, skipped, ('unpaired', f'no GTV RTSTRUCT of patient {pid} was drawn on one of its {len(cts)} CT series')
     key = lambda c: (c[0], c[1] is True)
-    top = [c for c in cands if key(c) == max(map(key, cands))]
+    top, note = [c for c in cands if key(c) == max(map(key, cands))], ''
+    if prefer and len({c[2] for c in top}) > 1 and 0 < sum(_petct(p, c[2]) == (prefer == 'pet-ct') for c in top) < len(top):
+        top = [c for c in top if _petct(p, c[2]) == (prefer == 'pet-ct')]
+        note = f"; {'the PET/CT' if prefer == 'pet-ct' else 'the planning'} CT preferred (prefer={prefer!r})"
     if len({(c[2], c[3]['sop'] or str(c[3]['file'])) for c in top}) > 1:
+        hint = (" (between a PET/CT's CT and a planning CT, prefer='pet-ct' or 'planning' decides)"
+                if len({_petct(p, c[2]) for c in top}) > 1 else '')
         return None, skipped, ('ambiguous pairing', f'ambiguous pairing for patient {pid}: ' + '; '.join(
             f'{c[3]["file"]} with CT series {c[2]} ({Path(cts[c[2]]["files"][0]).parent})' for c in top) +
-            f' are equally supported (each {_why(*top[0][:2])})')
+            f' are equally supported (each {_why(*top[0][:2])}){hint}')
     best = top[0]
     skipped += [(str(c[3]['file']), f'RTSTRUCT of {pid} not used: it {_why(*c[:2])} (CT series {c[2]}); {best[3]["file"]} '
                  f'{_why(*best[:2])}') for c in cands if c[3] is not best[3] and c[3]['sop'] != best[3]['sop']]
-    return (best[2], best[3], best[4], _why(*best[:2])), skipped, None
-
+    return (best[2], best[3], best[4], _why(*best[:2]) + note), skipped, None
 
 # %% ../nbs/00_data.ipynb #ae195b72
 def _nifti_cases(files):
@@ -235,17 +244,19 @@ class FoundCases(tuple):
 def find_cases(root:str|Path, # folder to search, any depth
                progress:bool=True, # tqdm bar while reading headers (shown from 500 files)
                rois:dict|None=None, # patient id -> primary GTV ROI name (e.g. `read_clinical(...)['roi']`); default '^GTV'
+               prefer:str|None=None, # a tie between a PET/CT's CT and a planning CT: 'pet-ct', 'planning', or None (ambiguous)
               )->FoundCases:
     "Cases (CT + RTSTRUCT pairs by DICOM evidence, NIfTI pairs by name) under `root`, what was skipped and why, and each patient without a case."
     root, rois = Path(root), {k: v for k, v in dict(rois if rois is not None else {}).items() if not pd.isna(v) and str(v).strip()}
     if not root.is_dir(): raise CohortError(f'{root}: not a folder')
+    if prefer not in (None, 'pet-ct', 'planning'): raise CohortError(f"prefer={prefer!r}: expected 'pet-ct', 'planning' or None")
     files = _walk(root)
     nii = [f for f in files if f.name.lower().endswith(('.nii', '.nii.gz'))]
     dcm = [f for f in files if not f.name.lower().endswith(_NOT_DICOM)]
     pats, skipped = _scan(dcm, progress)
     cases, missing = [], {}
     for pid in sorted(pats):
-        best, sk, why = _pair(pid, pats[pid], rois.get(pid))
+        best, sk, why = _pair(pid, pats[pid], rois.get(pid), prefer)
         skipped += sk
         if why: skipped.append((pid, why[1])); missing[pid] = why; continue
         uid, rt, names, ev = best
@@ -259,7 +270,6 @@ def find_cases(root:str|Path, # folder to search, any depth
         else: cases.append(c); have.add(c.id); missing.pop(c.id, None)
     missing.update({k: v for k, v in npats.items() if k not in have and k not in missing})
     return FoundCases(sorted(cases, key=lambda c: c.id), skipped, dict(sorted(missing.items())))
-
 
 # %% ../nbs/00_data.ipynb #88eb2a7d
 def load_case(case:Case, # from `find_cases`

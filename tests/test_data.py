@@ -522,7 +522,7 @@ def test_preprocess_property_any_orientation(rx, ry, sk, sj, si, c):
 # CT's frame of reference with its own RTSTRUCT (contours on PET slice positions), a planning CT in its own frame of
 # reference, a tie, a patient without a GTV, one without a label, one in the table only. Laid out with the retriever's
 # descriptive folder names (spaces, accents, dots) or with UID-named folders, and in both orders of the two RTSTRUCTs.
-from fgflow.phantoms import write_ct_series, write_rtstruct, _uid
+from fgflow.phantoms import write_ct_series as ph_write_ct, write_rtstruct as ph_write_rt, _uid as ph_uid
 from fgflow.data import FoundCases, rtstruct_mask, read_rtstruct
 
 PET_CLASS = '1.2.840.10008.5.1.4.1.1.128'
@@ -558,11 +558,11 @@ def _patch(path, **kw):
 
 def _ct(stage, pid, seed, geom, rois, desc):
     "A CT series and its RTSTRUCT (drawn on it); returns the series' uids and the RTSTRUCT file."
-    sl = write_ct_series(_image(geom, next(iter(rois.values()))), geom, stage/f'{pid}-{seed}-ct', pid, seed)
+    sl = ph_write_ct(_image(geom, next(iter(rois.values()))), geom, stage/f'{pid}-{seed}-ct', pid, seed)
     rt = stage/f'{pid}-{seed}-rt'/'rt.dcm'
-    write_rtstruct({n: (m, [255, 0, 0], 'GTV') for n, m in rois.items()}, geom, sl, rt, pid, seed)
+    ph_write_rt({n: (m, [255, 0, 0], 'GTV') for n, m in rois.items()}, geom, sl, rt, pid, seed)
     ds = pydicom.dcmread(rt)
-    return dict(series=_uid(seed, pid, 'series', 'CT'), for_uid=_uid(seed, pid, 'for'), study=_uid(seed, pid, 'study'),
+    return dict(series=ph_uid(seed, pid, 'series', 'CT'), for_uid=ph_uid(seed, pid, 'for'), study=ph_uid(seed, pid, 'study'),
                 rt=rt, rt_sop=str(ds.SOPInstanceUID), desc=desc)
 
 
@@ -578,7 +578,7 @@ def _pet(stage, pid, seed, ct, rois):
 def _seed_for(pid, ct_first, base):
     "A seed whose RTSTRUCT series UIDs (CT's: seed, PET's: seed + 1) sort in the wanted order (UID-named folders)."
     return next(s for s in range(base, base + 200, 2)
-                if (_uid(s, pid, 'series', 'RTSTRUCT') < _uid(s + 1, pid, 'series', 'RTSTRUCT')) == ct_first)
+                if (ph_uid(s, pid, 'series', 'RTSTRUCT') < ph_uid(s + 1, pid, 'series', 'RTSTRUCT')) == ct_first)
 
 
 def build_download(root, scheme, ct_rt_first):
@@ -601,7 +601,7 @@ def build_download(root, scheme, ct_rt_first):
     pid = 'HN-CHUS-004'
     a = _ct(stage, pid, 40, CT_GRID, {'GTV': _ellipsoid(CT_GRID, c)}, 'CT IMAGES')
     b = dict(a, rt=stage/f'{pid}-b-rt'/'rt.dcm'); b['rt'].parent.mkdir(parents=True); shutil.copy(a['rt'], b['rt'])
-    _patch(b['rt'], SOPInstanceUID=_uid(41, pid, 'rt'), SeriesInstanceUID=_uid(41, pid, 'rts'), StructureSetLabel='copy')
+    _patch(b['rt'], SOPInstanceUID=ph_uid(41, pid, 'rt'), SeriesInstanceUID=ph_uid(41, pid, 'rts'), StructureSetLabel='copy')
     names[pid] = {'ct': a, 'rt': (a, 'RTstruct'), 'rt_b': (b, 'RTstruct resent')}
     # 5: images but no row in the clinical table; 6: an RTSTRUCT without a GTV
     pid = 'HN-CHUS-005'; e = _ct(stage, pid, 50, CT_GRID, {'GTV': _ellipsoid(CT_GRID, c)}, 'CT IMAGES')
@@ -707,3 +707,20 @@ def test_cli_prepare_names_every_patient_not_prepared_even_quiet(tmp_path, capsy
     assert ('6 patients (5 in the clinical table, 5 found on disk): prepared 2; ambiguous pairing 1 (HN-CHUS-004); '
             'no GTV 1 (HN-HMR-006); no images 1 (HN-HMR-003); no label 1 (HN-CHUS-005); report: ') in out
     assert pd.read_csv(tmp_path/'cache'/'index.csv').id.tolist() == sorted(truth)
+
+
+def test_petct_ct_and_planning_ct_both_with_their_own_gtv(tmp_path):
+    "Each CT has its own GTV RTSTRUCT: a tie named by both files, unless `prefer` says which kind of CT to take."
+    stage, pid, c = tmp_path/'dl', 'HN-HGJ-007', np.array([1., -2., 0.5])
+    g = lambda geom, d=(0, 0, 0): {'GTV1': _ellipsoid(geom, c + d)}
+    ctp = _ct(stage, pid, 70, CT_GRID, g(CT_GRID), None); _pet(stage, pid, 71, ctp, g(PET_GRID))
+    plan = _ct(stage, pid, 72, PLAN_GRID, g(PLAN_GRID, (3., -1., -2.)), None)
+    (c0,), _ = find_cases(stage, rois={pid: 'GTV1'}, prefer='pet-ct')     # the PET's RTSTRUCT is never a candidate
+    (c1,), _ = find_cases(stage, rois={pid: 'GTV1'}, prefer='planning')
+    assert (c0.series_uid, c0.rtstruct_uid) == (ctp['series'], ctp['rt_sop']) and "PET/CT CT preferred (prefer='pet-ct')" in c0.pairing
+    assert (c1.series_uid, c1.rtstruct_uid) == (plan['series'], plan['rt_sop']) and "planning CT preferred" in c1.pairing
+    found = find_cases(stage, rois={pid: 'GTV1'})
+    status, why = found.patients[pid]
+    assert found.cases == [] and status == 'ambiguous pairing' and str(ctp['rt']) in why and str(plan['rt']) in why
+    assert "prefer='pet-ct' or 'planning' decides" in why
+    with pytest.raises(CohortError, match="prefer='petct': expected 'pet-ct', 'planning' or None"): find_cases(stage, prefer='petct')
