@@ -44,12 +44,21 @@ def input_gradients(model:nn.Module, # maps (B, ...) to (B,) logits
     return _value_and_grad(model, x, create_graph)[1]
 
 # %% ../nbs/04_flow.ipynb #ccd7ae31
-def _row_basis(G:Tensor, rtol:float=1e-6) -> tuple[Tensor, Tensor]:
-    "Orthonormal basis (B, d, K) of the rows of G (B, K, d) (float64, detached) and the kept-column mask (B, K)."
-    Q, R = torch.linalg.qr(G.detach().double().transpose(1, 2))        # (B,d,K), (B,K,K)
-    U, S, _ = torch.linalg.svd(R)
-    keep = (S > rtol * S[:, :1]) & (S[:, :1] > 0)
-    return Q @ U, keep
+def _gram_fraction(c:Tensor, # (B, K) dot products G gf (may carry a graph)
+                   gram:Tensor, # (B, K, K) G Gᵀ, float64 (constant)
+                   g2:Tensor, # (B,) ‖gf‖²
+                   rtol:float=1e-6, # singular values below rtol * largest are dropped
+                  ) -> Tensor:
+    "‖P_G gf‖² / ‖gf‖² (B,) float64 from c = G gf and the K×K Gram matrix; NaN where gf = 0 or G has rank 0."
+    gram = gram.detach().double()
+    n = gram.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt()
+    inv = torch.where(n > 0, 1 / torch.where(n > 0, n, 1.), 0.)                  # unit rows: the Gram of directions
+    L, U = torch.linalg.eigh(gram * inv[:, :, None] * inv[:, None, :])
+    keep = (L > rtol**2 * L[:, -1:]) & (L[:, -1:] > 0)                          # eigenvalues are squared singular values
+    z = (U.transpose(1, 2) @ (c.double() * inv)[..., None])[..., 0]
+    num = (z * z * torch.where(keep, 1 / torch.where(keep, L, 1.), 0.)).sum(1)
+    g2 = g2.double(); ok = (g2 > 0) & keep.any(1)
+    return torch.where(ok, num / torch.where(ok, g2, torch.ones_like(g2)), torch.full_like(g2, float('nan')))
 
 def projection_fraction(gf:Tensor, # (B, d) vectors, e.g. flattened input gradients
                         G:Tensor, # (B, K, d) rows spanning the subspace (constant)
@@ -58,14 +67,14 @@ def projection_fraction(gf:Tensor, # (B, d) vectors, e.g. flattened input gradie
     "‖P_G gf‖² / ‖gf‖² per sample (B,); NaN where gf = 0 or G has rank 0."
     if gf.ndim != 2 or G.ndim != 3 or G.shape[0] != gf.shape[0] or G.shape[2] != gf.shape[1]:
         raise FlowError(f"expected gf (B, d) and G (B, K, d), found {tuple(gf.shape)} and {tuple(G.shape)}")
-    B, keep = _row_basis(G, rtol)
-    c = (B.transpose(1, 2) @ gf.double()[..., None])[..., 0] * keep     # coefficients on the kept basis
-    num, den = (c * c).sum(1), (gf.double() ** 2).sum(1)
-    ok = (den > 0) & keep.any(1)
-    out = torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.full_like(den, float('nan')))
-    return out.to(gf.dtype)
+    G = G.detach().double()
+    c = (G @ gf.double()[..., None])[..., 0]
+    return _gram_fraction(c, G @ G.transpose(1, 2), (gf.double() ** 2).sum(1), rtol).to(gf.dtype)
 
 # %% ../nbs/04_flow.ipynb #af9a8ea5
+import weakref
+from .features import _Factored, _factored_gradients
+
 def _norm_sets(sets, names:Sequence[str]) -> dict[str, list[int]]:
     "Set name -> indices into `names`."
     if sets is None: return {}
@@ -80,57 +89,88 @@ def _norm_sets(sets, names:Sequence[str]) -> dict[str, list[int]]:
 
 def _is_noise(features) -> bool: return hasattr(features, 'weights') and hasattr(features, 'support')
 
+def _nan_ratio(num:Tensor, den:Tensor) -> Tensor:
+    "num / den, NaN where den is not > 0."
+    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.full_like(den, float('nan')))
+
 def _cos2(gf:Tensor, G:Tensor) -> Tensor:
     "cos² of gf (B, d) with each row of G (B, K, d); NaN where a norm vanishes."
     gf, G = gf.double(), G.double()
     c = (G @ gf[..., None])[..., 0]
-    den = (G * G).sum(-1) * (gf * gf).sum(-1, keepdim=True)
-    return torch.where(den > 0, c * c / torch.where(den > 0, den, torch.ones_like(den)), torch.full_like(den, float('nan')))
+    return _nan_ratio(c * c, (G * G).sum(-1) * (gf * gf).sum(-1, keepdim=True))
+
+_SQ: dict = {}  # id(weights) -> (weak reference, version, W * W, row sums): noise weights are fixed, their squares are reused
+
+def _squares(W:Tensor) -> tuple[Tensor, Tensor]:
+    "W * W (R, d) and its row sums (R,) float64 for noise weights W, cached while W is alive and unchanged."
+    hit = _SQ.get(id(W))
+    if hit is None or hit[0]() is not W or hit[1] != W._version:
+        if len(_SQ) >= 16: _SQ.clear()
+        W2 = W * W
+        hit = _SQ[id(W)] = (weakref.ref(W), W._version, W2, W2.sum(1, dtype=torch.float64))
+    return hit[2], hit[3]
 
 def _noise_cos2(gf:Tensor, x:Tensor, noise) -> Tensor:
     "cos² with each noise feature (B, n) without materializing (B, n, d)."
     W, s = noise.weights.to(gf.device, gf.dtype), noise.support(x)
+    W2, wn = _squares(W)
     num = ((gf if s is None else gf * s) @ W.T).double() ** 2
-    wn = (W * W).sum(1)[None].double() if s is None else ((s * s) @ (W * W).T).double()
-    den = wn * (gf.double() ** 2).sum(1, keepdim=True)
-    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.full_like(den, float('nan')))
+    wn = wn[None] if s is None else (s @ W2.T).double()                 # s is 0/1: s * s = s
+    return _nan_ratio(num, wn * (gf.double() ** 2).sum(1, keepdim=True))
+
+def _feature_rep(features, x:Tensor) -> _Factored:
+    "The features' gradients at x, factored for a `FeatureSet` (closed forms never materialized), dense otherwise."
+    if isinstance(features, FeatureSet): return _factored_gradients(x, features.names, features.spacing, features.window)
+    G = features.gradients(x)
+    if G.shape[1] != len(features.names): raise FlowError(f"features.gradients gave {G.shape[1]} rows for {len(features.names)} names")
+    return _Factored(x.shape, G.shape[1], device=x.device).add(list(range(G.shape[1])), None, None, G.flatten(2))
 
 def _align_grad(gf:Tensor, x:Tensor, features, sets:dict[str, list[int]], rtol:float=1e-6, keep_G:bool=False):
     "Per-feature cos² (B, K) and set fractions (B, S) for flattened model gradients gf (B, d) (and G when `keep_G`)."
     if _is_noise(features):
         c, S = _noise_cos2(gf, x, features), gf.new_zeros(len(gf), 0, dtype=torch.float64)
         return (c, S, None) if keep_G else (c, S)
-    G = features.gradients(x).flatten(2).to(gf.dtype)
-    if G.shape[1] != len(features.names): raise FlowError(f"features.gradients gave {G.shape[1]} rows for {len(features.names)} names")
-    S = [projection_fraction(gf, G[:, idx], rtol).double() for idx in sets.values()]
-    out = _cos2(gf, G), (torch.stack(S, 1) if S else gf.new_zeros(len(gf), 0, dtype=torch.float64))
-    return (*out, G) if keep_G else out
+    rep = _feature_rep(features, x)
+    c, g2 = rep.dots(gf), (gf.detach().double() ** 2).sum(1)
+    S = []
+    for idx in sets.values():
+        R = rep.rows(idx)
+        S.append(_gram_fraction(c[:, idx], R @ R.transpose(1, 2), g2, rtol))
+    out = _nan_ratio(c * c, rep.sqnorms() * g2[:, None]), (torch.stack(S, 1) if S else gf.new_zeros(len(gf), 0, dtype=torch.float64))
+    return (*out, rep.rows().to(gf.dtype)) if keep_G else out
 
 # %% ../nbs/04_flow.ipynb #a0a00bc0
 @dataclass
 class Alignment:
-    "Local alignment of a batch: cos² per feature and projection fraction per set."
+    "Local alignment of a batch: cos² per feature and projection fraction per set (and cos² per noise feature)."
     names: list # feature names
     cos2: Tensor # (B, K) cos² of ∇f with each ∇g_k; NaN where undefined
     set_names: list # set names
     sets: Tensor # (B, S) ‖P_S ∇f‖² / ‖∇f‖²; NaN where undefined
     n_undefined: int # NaN entries in cos2 and sets together
+    noise: Tensor|None = None # (B, R) cos² with each noise feature, when `noise` was given
+    noise_names: list = field(default_factory=list) # noise feature names
     def to_frame(self) -> pd.DataFrame:
-        "One row per sample, one column per feature and set."
-        return pd.DataFrame(torch.cat([self.cos2, self.sets], 1).cpu().numpy(), columns=self.names + self.set_names)
+        "One row per sample, one column per feature, set and noise feature."
+        parts = [self.cos2, self.sets] + ([self.noise] if self.noise is not None else [])
+        return pd.DataFrame(torch.cat([p.double() for p in parts], 1).cpu().numpy(), columns=self.names + self.set_names + self.noise_names)
 
 def alignment(model:nn.Module, # maps (B, ...) to (B,) logits
               x:Tensor, # (B, C, D, H, W) batch
               features, # FeatureSet, NoiseFeatures or any object with .names and .gradients(x)
               sets=None, # dict set name -> feature names, or a list of name lists
               rtol:float=1e-6, # relative rank tolerance of the sets' spans
+              noise=None, # NoiseFeatures to align with as well, from the same ∇f (one backward pass)
              ) -> Alignment:
-    "Per-sample alignment a of ∇f with each feature and each feature set."
+    "Per-sample alignment a of ∇f with each feature and each feature set (and each noise feature)."
     if isinstance(features, (list, tuple)): features = FeatureSet(features)
+    if noise is not None and not _is_noise(noise): raise FlowError(f"noise must be NoiseFeatures, found {type(noise).__name__}")
     sidx = _norm_sets(sets, features.names)
     gf = input_gradients(model, x).flatten(1)
     c, S = _align_grad(gf, x, features, sidx, rtol)
-    return Alignment(list(features.names), c, list(sidx), S, int(c.isnan().sum() + S.isnan().sum()))
+    nz = None if noise is None else _noise_cos2(gf, x, noise)
+    return Alignment(list(features.names), c, list(sidx), S, int(c.isnan().sum() + S.isnan().sum()),
+                     nz, list(noise.names) if noise is not None else [])
 
 # %% ../nbs/04_flow.ipynb #3ac39363
 @dataclass
@@ -143,6 +183,7 @@ class FlowLines:
     end: Tensor # (B, ...) last point of each line
     stuck: Tensor # (B,) bool: stopped because ∇f vanished
     points: Tensor|None = None # (B, T+1, ...) when keep_points=True
+    at_edge: Tensor|None = None # (B,) bool: stopped at the domain's faces (∇f points out of the box everywhere it is nonzero)
 
 def _unit(g:Tensor, s:Tensor) -> tuple[Tensor, Tensor]:
     "s · g/‖g‖ per sample (0 where ‖g‖ = 0 or non-finite) and the ok mask."
@@ -150,6 +191,21 @@ def _unit(g:Tensor, s:Tensor) -> tuple[Tensor, Tensor]:
     ok = torch.isfinite(n) & (n > 0)
     v = g * (s * torch.where(ok, 1 / torch.where(ok, n, torch.ones_like(n)), torch.zeros_like(n))).view(-1, *[1] * (g.ndim - 1))
     return torch.nan_to_num(v), ok
+
+def _tangent(g:Tensor, x:Tensor, s:Tensor, domain) -> Tensor:
+    "s·g with the components that would leave the box `domain` = (lo, hi) at x set to 0 (g itself when domain is None)."
+    if domain is None: return g
+    sv = g * s.view(-1, *[1] * (g.ndim - 1))
+    out = ((x <= domain[0]) & (sv < 0)) | ((x >= domain[1]) & (sv > 0))
+    return g.masked_fill(out, 0)
+
+def _field(g:Tensor, x:Tensor, s:Tensor, domain, edge_tol:float) -> tuple[Tensor, Tensor, Tensor]:
+    "Unit field inside the box at x, ∇f defined (B,), and ∇f defined with a projected part >= edge_tol·‖∇f‖ (B,)."
+    gt = _tangent(g, x, s, domain)
+    v, _ = _unit(gt, s)
+    _, ok = _unit(g, s)
+    inside = gt.flatten(1).norm(dim=1) >= edge_tol * g.flatten(1).norm(dim=1)
+    return v, ok, ok & inside
 
 # %% ../nbs/04_flow.ipynb #38770961
 def flow_lines(model:nn.Module, # maps (B, ...) to (B,) logits
@@ -160,35 +216,47 @@ def flow_lines(model:nn.Module, # maps (B, ...) to (B,) logits
                method:str="euler", # "euler" or "heun"
                callback:Callable|None=None, # callback(step, x, f, grad, active) after each step (and at 0)
                keep_points:bool=False, # also return all points (B, T+1, ...)
+               domain:tuple[float, float]|None=(0., 1.), # box every point stays in (projected flow); None: unbounded
+               edge_tol:float=1e-6, # stop at the edge when ‖projected ∇f‖ < edge_tol·‖∇f‖
               ) -> FlowLines:
-    "Integrate the unit-speed field s·∇f/‖∇f‖ from `x` to the boundary {f = threshold}."
+    "Integrate the unit-speed field s·∇f/‖∇f‖ from `x` to the boundary {f = threshold}, kept inside `domain`."
     if method not in ("euler", "heun"): raise FlowError(f"method must be 'euler' or 'heun', found {method!r}")
     if max_steps < 0: raise FlowError(f"max_steps must be >= 0, found {max_steps}")
     B, view = len(x), (-1, *[1] * (x.ndim - 1))
     h = torch.as_tensor(step, dtype=x.dtype, device=x.device).expand(B).clone()
     if not (h > 0).all(): raise FlowError(f"step must be > 0, found {step}")
+    if domain is not None:
+        lo, hi = float(domain[0]), float(domain[1])
+        nout = int(((x < lo) | (x > hi)).sum())
+        if nout: raise FlowError(f"{nout} input values lie outside the domain [{lo:g}, {hi:g}] (min {x.min().item():.4g}, max {x.max().item():.4g}); "
+                                 "pass the inputs' own range as domain, or domain=None for unbounded inputs")
+        box = lambda z: z.clamp(lo, hi)
+    else: box = lambda z: z
     x = x.detach().clone()
     f, g = _value_and_grad(model, x)
     s = -torch.sign(f - threshold)
-    _, ok = _unit(g, s)
+    field = lambda g, x, s: _field(g, x, s, domain, edge_tol)
+    _, ok, okt = field(g, x, s)
     reached, stuck = s == 0, (s != 0) & ~ok
-    active = ~reached & ~stuck
+    edge = (s != 0) & ok & ~okt
+    active = ~reached & ~stuck & ~edge
     length, n_steps = torch.zeros(B, dtype=x.dtype, device=x.device), torch.zeros(B, dtype=torch.long, device=x.device)
     fs, pts = [f.clone()], ([x.clone()] if keep_points else None)
     if callback: callback(0, x, f, g, torch.ones(B, dtype=torch.bool, device=x.device))
     for t in range(1, max_steps + 1):
         idx = active.nonzero()[:, 0]
         if len(idx) == 0: break
-        xi, fi, si, hi = x[idx], f[idx], s[idx], h[idx].view(view)
-        v, _ = _unit(g[idx], si)
-        if method == "euler": xn = xi + hi * v
+        xi, fi, si, hi_ = x[idx], f[idx], s[idx], h[idx].view(view)
+        v, _, _ = field(g[idx], xi, si)
+        if method == "euler": xn = box(xi + hi_ * v)
         else:
-            _, gp = _value_and_grad(model, xi + hi * v)
-            v2, ok2 = _unit(gp, si)
-            xn = xi + hi / 2 * (v + torch.where(ok2.view(view), v2, v))
+            xp = box(xi + hi_ * v)
+            _, gp = _value_and_grad(model, xp)
+            v2, _, ok2 = field(gp, xp, si)
+            xn = box(xi + hi_ / 2 * (v + torch.where(ok2.view(view), v2, v)))
         fn, gn = _value_and_grad(model, xn)
         crossed = si * (fn - threshold) >= 0
-        if crossed.any():                                   # cut the last step where f crosses linearly
+        if crossed.any():                                   # cut the last step where f crosses linearly (stays in the box: convex)
             a = ((threshold - fi[crossed]) / (fn[crossed] - fi[crossed])).clamp(0, 1).view(view)
             xc = xi[crossed] + a * (xn[crossed] - xi[crossed])
             fc, gc = _value_and_grad(model, xc)
@@ -196,16 +264,17 @@ def flow_lines(model:nn.Module, # maps (B, ...) to (B,) logits
         length[idx] += (xn - xi).flatten(1).norm(dim=1)
         n_steps[idx] += 1
         x[idx], f[idx], g[idx] = xn, fn, gn
-        _, okn = _unit(gn, si)
+        _, okn, oktn = field(gn, xn, si)
         reached[idx[crossed]] = True
         stuck[idx[~crossed & ~okn]] = True
-        active[idx] = ~crossed & okn
+        edge[idx[~crossed & okn & ~oktn]] = True
+        active[idx] = ~crossed & okn & oktn
         moved = torch.zeros(B, dtype=torch.bool, device=x.device); moved[idx] = True
         fs.append(f.clone())
         if keep_points: pts.append(x.clone())
         if callback: callback(t, x, f, g, moved)
     return FlowLines(length, reached, torch.stack(fs, 1), n_steps, x, stuck,
-                     torch.stack(pts, 1) if keep_points else None)
+                     torch.stack(pts, 1) if keep_points else None, edge)
 
 # %% ../nbs/04_flow.ipynb #b64f0351
 def holm(p:np.ndarray) -> np.ndarray:
@@ -236,7 +305,8 @@ def _set_null(mn:np.ndarray, k:int) -> np.ndarray:
     "Null of a k-feature set from single-noise cos² (N, R): the sum over k consecutive noise features (cyclic)."
     return mn if k <= 1 else sum(np.roll(mn, -i, axis=1) for i in range(k))
 
-def _summarize(m:np.ndarray, mn:np.ndarray, names:list, kinds:list, reached:np.ndarray, n_boot:int, seed:int, sizes=None):
+def _summarize(m:np.ndarray, mn:np.ndarray, names:list, kinds:list, reached:np.ndarray, n_boot:int, seed:int, sizes=None,
+               at_edge:np.ndarray|None=None, stuck:np.ndarray|None=None):
     "Tidy table from per-point measures m (N, J) and noise measures mn (N, R) shared or (N, J, R) per row; `sizes`: features per row."
     rng, rows, sizes = np.random.default_rng(seed), [], sizes or [1] * len(names)
     for j, (n, k) in enumerate(zip(names, kinds)):
@@ -253,7 +323,8 @@ def _summarize(m:np.ndarray, mn:np.ndarray, names:list, kinds:list, reached:np.n
                          p_empirical=(1 + np.sum(M_noise[np.isfinite(M_noise)] >= M)) / (R + 1) if R and np.isfinite(M) else np.nan,
                          p_paired=_paired_p(m[:, j], noise_pp),
                          n_points=len(m), n_used=int(ok.sum()), n_undefined=int((~ok).sum()),
-                         n_not_reached=int((~reached).sum())))
+                         n_not_reached=int((~reached).sum()),   # of which stopped at the domain's edge, or where ∇f vanished:
+                         n_at_edge=int(np.sum(at_edge)) if at_edge is not None else 0, n_stuck=int(np.sum(stuck)) if stuck is not None else 0))
     t = pd.DataFrame(rows)
     t.insert(8, 'ratio', t.M / t.noise_mean)
     t['p_empirical_holm'], t['p_paired_holm'] = holm(t.p_empirical.values), holm(t.p_paired.values)
@@ -292,7 +363,12 @@ class FGFResult:
             if np.isfinite(r.ratio): ax.annotate(f"×{r.ratio:,.0f}" if r.ratio >= 10 else f"×{r.ratio:.2g}", (i, r.M), textcoords='offset points', xytext=(0, 8),
                                                  ha='center', fontsize=8)
         ax.set_yscale('log'); ax.margins(y=0.12); ax.set_xticks(range(n + (not per_row))); ax.set_xlim(-0.6, n - 0.4 + (not per_row))
-        ax.set_xticklabels(list(t.name) + ([] if per_row else [f"noise\n(R={len(self.noise)})"]), rotation=30, ha='right')
+        und = [f"{n}\n({int(u)} undefined)" if 'n_undefined' in t and u > 0 else n for n, u in zip(t.name, t.get('n_undefined', [0] * n))]
+        ax.set_xticklabels(und + ([] if per_row else [f"noise\n(R={len(self.noise)})"]), rotation=30, ha='right')
+        if n and 'n_not_reached' in t:                      # line counts: the same for every feature and set
+            r0 = t.iloc[0]; nr, ne, ns = int(r0.n_not_reached), int(r0.get('n_at_edge', 0)), int(r0.get('n_stuck', 0))
+            ax.text(0.01, 0.99, f"{int(r0.n_points)} lines: {int(r0.n_points) - nr} reached f = τ, {ne} stopped at the domain's edge, "
+                    f"{ns} where ∇f = 0, {nr - ne - ns} out of steps", transform=ax.transAxes, va='top', fontsize=7, color='0.3')
         ax.set_ylabel('M (mean alignment along flow lines)')
         if title: ax.set_title(title)
         return ax
@@ -362,15 +438,18 @@ class MatchedNoise:
     def cos2(self, gf:Tensor, x:Tensor, code:Tensor, level:Tensor) -> Tensor:
         "(B, J, R) cos² of gf (B, d) with each noise feature on row j's channels and the region; NaN where a norm vanishes."
         B, J = code.shape; C = self.shape[0]
-        reg = self.region(x).expand(-1, C, -1, -1, -1)
+        reg = self.region(x).reshape(B, -1).to(gf.dtype)                     # (B, N), 0/1, the same on every channel
+        g = gf.reshape(B, C, -1) * reg[:, None]
+        sel = ((code[..., None] >> torch.arange(C, device=code.device)) & 1).double()   # (B, J, C) channels of row j
+        gn = (gf.double() ** 2).sum(1)[:, None, None]
         out = torch.full((B, J, self.n), float('nan'), dtype=torch.float64, device=gf.device)
-        gn = (gf.double() ** 2).sum(1, keepdim=True)
-        for c, l in torch.unique(torch.stack([code, level], -1).reshape(-1, 2), dim=0).tolist():
-            ch = torch.tensor([(c >> k) & 1 for k in range(C)], dtype=gf.dtype, device=gf.device).view(1, C, 1, 1, 1)
-            s, W = (reg * ch).reshape(B, -1), self.weights_at(l).to(gf.device, gf.dtype)
-            num, den = ((gf * s) @ W.T).double() ** 2, (s @ (W * W).T).double() * gn
-            v = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.full_like(den, float('nan')))
-            out = torch.where(((code == c) & (level == l))[..., None], v[:, None, :], out)
+        for l in torch.unique(level).tolist():                              # one set of weights per smoothing level
+            W = self.weights_at(l).to(gf.device, gf.dtype)
+            W2 = _squares(W)[0].view(self.n, C, -1); W = W.view(self.n, C, -1)
+            num = torch.stack([g[:, c] @ W[:, c].T for c in range(C)], 1).double()    # (B, C, R) per channel
+            den = torch.stack([reg @ W2[:, c].T for c in range(C)], 1).double()
+            v = _nan_ratio((sel @ num) ** 2, (sel @ den) * gn)                          # channels of each row summed
+            out = torch.where((level == l)[..., None], v, out)
         return out
 
 # %% ../nbs/04_flow.ipynb #a4f01896
@@ -406,7 +485,7 @@ def _shard(rank, world_size) -> tuple[int, int]:
     return rank, world_size
 
 # %% ../nbs/04_flow.ipynb #686770f2
-def _measure_batch(model, x, features, noise, sidx, step, max_steps, threshold, method, steps_per_line):
+def _measure_batch(model, x, features, noise, sidx, step, max_steps, threshold, method, steps_per_line, domain=(0., 1.)):
     "Per-point m (b, J = K+S), noise m (b, R) or, with MatchedNoise, (b, J*R), and line info for one batch."
     B, matched = len(x), isinstance(noise, MatchedNoise)
     if matched and _is_noise(features): raise FlowError("a matched noise baseline needs named features, not noise features")
@@ -429,11 +508,11 @@ def _measure_batch(model, x, features, noise, sidx, step, max_steps, threshold, 
             ds = (xa - st['xp'][i]).flatten(1).norm(dim=1).double()[:, None]
             st['I'][i] += 0.5 * (st['prev'][i] + a) * ds
             st['prev'][i], st['xp'][i] = a, xa
-    fl = flow_lines(model, x, step, max_steps, threshold, method, callback=cb)
+    fl = flow_lines(model, x, step, max_steps, threshold, method, callback=cb, domain=domain)
     L = fl.length.double()[:, None]
     m = torch.where(L > 0, st['I'] / torch.where(L > 0, L, torch.ones_like(L)), st['a0'])
     info = dict(length=fl.length.cpu().numpy(), reached=fl.reached.cpu().numpy(),
-                n_steps=fl.n_steps.cpu().numpy(), f0=fl.f[:, 0].cpu().numpy(),
+                n_steps=fl.n_steps.cpu().numpy(), at_edge=fl.at_edge.cpu().numpy(), stuck=fl.stuck.cpu().numpy(), f0=fl.f[:, 0].cpu().numpy(),
                 f_end=fl.f[torch.arange(B), fl.n_steps].cpu().numpy())
     if matched: info.update(noise_code=st['code'].cpu().numpy(), noise_level=st['level'].cpu().numpy())
     return m.cpu().numpy(), info
@@ -457,6 +536,7 @@ def fgf_measure(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits
                 n_boot:int=1000, # bootstrap resamples for the interval of M
                 rank:int|None=None, # this process's rank (default: torch.distributed's, else 0)
                 world_size:int|None=None, # number of processes (default: torch.distributed's, else 1)
+                domain:tuple[float, float]|None=(0., 1.), # box the flow lines stay in (the inputs' range); None: unbounded
                ) -> FGFResult:
     "Feature gradient flow measure M of each feature and set over `data`, tested against noise features."
     ds, N, bs = _dataset_of(data)
@@ -473,13 +553,13 @@ def fgf_measure(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits
         for b0 in tqdm(range(0, len(mine), bs), disable=not progress or rk != 0, desc='fgf_measure'):
             x = _get_x(ds, mine[b0:b0 + bs]).float().to(dev)
             if noise_f is None: noise_f = _noise_for(noise, n_noise, x.shape[1:], seed)
-            m, info = _measure_batch(model, x, features, noise_f, sidx, step, max_steps, threshold, method, steps_per_line)
+            m, info = _measure_batch(model, x, features, noise_f, sidx, step, max_steps, threshold, method, steps_per_line, domain)
             ms.append(m); infos.append(info)
     finally: model.train(was_training)
     K, matched = len(features.names) + len(sidx), isinstance(noise_f, MatchedNoise) or noise in ('mask', 'smooth')
     m = np.concatenate(ms) if ms else np.zeros((0, K + (len(noise_f.names) if noise_f else n_noise) * (K if matched else 1)))
     info = {k: np.concatenate([d[k] for d in infos]) if infos else np.zeros(0) for k in infos[0]} if infos else \
-        {k: np.zeros(0) for k in ('length', 'reached', 'n_steps', 'f0', 'f_end')}
+        {k: np.zeros(0) for k in ('length', 'reached', 'n_steps', 'at_edge', 'stuck', 'f0', 'f_end')}
     if ws > 1 and dist.is_available() and dist.is_initialized():   # gather every rank's points, in index order
         parts = [None] * ws
         dist.all_gather_object(parts, (mine, m, info))
@@ -493,14 +573,15 @@ def fgf_measure(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits
     sizes = [1] * len(features.names) + [len(v) for v in sidx.values()]
     mf, mn = m[:, :K], m[:, K:]
     if matched: mn = mn.reshape(len(m), K, -1)
-    table = _summarize(mf, mn, names, kinds, info['reached'].astype(bool), n_boot, seed, sizes)
+    table = _summarize(mf, mn, names, kinds, info['reached'].astype(bool), n_boot, seed, sizes, info['at_edge'], info['stuck'])
     pp = pd.DataFrame(mf, columns=names)
     pp['noise_mean'] = _nanmean(mn.reshape(len(m), -1), 1) if mn.size else np.nan
     for k, v in info.items():
         if v.ndim == 1: pp[k] = v
     pp.index = pd.Index(mine, name='point')
     settings = dict(n_noise=len(noise_names), noise=noise if isinstance(noise, str) else repr(noise), step=step,
-                    max_steps=max_steps, threshold=threshold, method=method, seed=seed, world_size=ws)
+                    max_steps=max_steps, threshold=threshold, method=method, seed=seed, world_size=ws,
+                    domain=None if domain is None else [float(domain[0]), float(domain[1])])
     if matched:
         codes, lv = info['noise_code'], info['noise_level']
         C = noise_f.shape[0] if noise_f is not None else 2

@@ -4,7 +4,8 @@
 
 # %% ../nbs/05_train.ipynb #eed14885
 from __future__ import annotations
-import copy, math, os, time, warnings
+import copy, logging, math, os, time, warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -21,8 +22,9 @@ from .features import FeatureSet
 from .flow import projection_fraction, input_gradients
 
 # %% auto #0
-__all__ = ['TrainingError', 'stratified_split', 'stratified_kfold', 'roc_auc', 'auc_ci', 'fgf_penalty', 'Augment',
-           'load_checkpoint', 'TrainResult', 'train', 'TensorCohort']
+__all__ = ['LAM_AUTO', 'TrainingError', 'stratified_split', 'stratified_kfold', 'roc_auc', 'auc_ci', 'fgf_penalty',
+           'CouplingError', 'sample_coupling', 'check_coupling', 'Augment', 'load_checkpoint', 'TrainResult',
+           'feature_directions', 'sign_penalty', 'train', 'TensorCohort']
 
 # %% ../nbs/05_train.ipynb #672f19c8
 class TrainingError(FGFlowError):
@@ -97,6 +99,16 @@ def auc_ci(y:Sequence[int], # 0/1 labels
     lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
     return auc, float(lo), float(hi)
 
+# %% ../nbs/05_train.ipynb #0f199351
+@contextmanager
+def _eval_mode(model:nn.Module):
+    "Context: the whole model in eval mode (BatchNorm with its running statistics), each module's mode restored after."
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try: yield model
+    finally:
+        for m, t in modes: m.training = t
+
 # %% ../nbs/05_train.ipynb #6fe9943b
 def _features(features, data=None) -> FeatureSet|None:
     "A FeatureSet from a FeatureSet-like object or a list of names (spacing/window from `data`)."
@@ -138,17 +150,23 @@ class _Hooks:
         for m in self.mods: del m.forward
 
 # %% ../nbs/05_train.ipynb #3af4260b
-def fgf_penalty(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits; no cross-sample coupling
+def fgf_penalty(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits; per-sample in eval mode
                 x:Tensor, # (B, C, D, H, W) input batch
                 features, # FeatureSet (or anything with `.gradients(x) -> (B, K, C, D, H, W)`)
                 method:str="finite_difference", # or "double_backprop"
                 h:float=0.1, # finite-difference step, relative to the RMS of each input
                 G:Tensor|None=None, # precomputed `features.gradients(x)` (B, K, C, D, H, W), e.g. cached by `train`
+                check:bool=False, # first test whether samples interact (`check_coupling`: warns, or raises `CouplingError`)
                ) -> Tensor:
-    "Scalar mean(1 - a_S(x)) over the batch, differentiable in the model's parameters."
+    "Scalar mean(1 - a_S(x)) over the batch of the eval-mode model, differentiable in the model's parameters."
     if method not in ("finite_difference", "double_backprop"):
         raise TrainingError(f"method must be 'finite_difference' or 'double_backprop', found {method!r}")
+    if check: check_coupling(model, x)
     if G is None: G = features.gradients(x.detach())
+    with _eval_mode(model): return _penalty(model, x, G, method, h)
+
+def _penalty(model, x, G, method, h):
+    "`fgf_penalty` with its arguments checked, the model already in eval mode."
     G = G.detach().flatten(2).to(x.dtype)  # (B, K, d), no graph
     xr = x.detach().requires_grad_(True)
     if method == "double_backprop":
@@ -167,6 +185,83 @@ def fgf_penalty(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits; no cross
     with pat.replay(lambda m: torch.cat([m[ok], m[ok]])): fpm = model(torch.cat([x0 + v, x0 - v]))
     s = ((fpm[:len(x0)] - fpm[len(x0):]) * nu / (2 * step)).sum()  # <grad f, u>, differentiable in the weights
     return p.detach() + s - s.detach()
+
+# %% ../nbs/05_train.ipynb #061c7a37
+class CouplingError(TrainingError):
+    "The model mixes the samples of a batch in eval mode: fgflow cannot get per-sample input gradients."
+
+def _batch_tensors(o, B:int) -> list[Tensor]:
+    "The tensors in `o` (a tensor, or a tuple/list/dict of them) whose first dimension is the batch."
+    if isinstance(o, Tensor): return [o] if o.ndim and o.shape[0] == B and o.is_floating_point() else []
+    if isinstance(o, dict): o = list(o.values())
+    return [t for v in o for t in _batch_tensors(v, B)] if isinstance(o, (tuple, list)) else []
+
+def _moved(new:list[Tensor], old:list[Tensor], tol:float) -> bool:
+    "Whether rows 1: of any tensor changed by more than `tol` times its largest value."
+    return any(bool(((n[1:] - o).abs().max() > tol * o.abs().max().clamp_min(1e-30)).item()) for n, o in zip(new, old) if o.numel())
+
+# %% ../nbs/05_train.ipynb #f2079d14
+@torch.no_grad()
+def sample_coupling(model:nn.Module, # maps (B, ...) to (B,) logits, tested in its current mode
+                    x:Tensor, # a batch of at least 2 real inputs (the first 4 are used)
+                    tol:float=1e-6, # relative change that counts as a dependence
+                   ) -> list[str]:
+    "Names of the innermost modules through which sample 0 changes the other samples' logits ([] if none)."
+    x = x[:4].detach(); B = len(x)
+    if B < 2: return []
+    names = {m: n for n, m in model.named_modules()}
+    base, flagged, calls, phase = {}, set(), {}, ['base']
+    def hook(m, args, kwargs, out):
+        k = (m, calls.setdefault(m, 0)); calls[m] += 1
+        ins, outs = _batch_tensors((args, kwargs), B), _batch_tensors(out, B)
+        if phase[0] == 'base': base[k] = ([t[1:].clone() for t in ins], [t[1:].clone() for t in outs])
+        elif k in base and (ins or m is model) and not _moved(ins, base[k][0], tol) and _moved(outs, base[k][1], tol):
+            flagged.add(names[m])  # its own inputs for the other samples are unchanged, its outputs are not
+    bufs = [(b, b.clone()) for b in model.buffers()]
+    hooks = [m.register_forward_hook(hook, with_kwargs=True) for m in names]
+    x1 = x.clone(); x1[0] += 0.5 * (x[0].std() + 1e-3) * torch.randn(x[0].shape, generator=torch.Generator().manual_seed(0)).to(x)
+    try:
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == 'cuda' else []):
+            torch.manual_seed(0); f0 = model(x)
+            phase[0] = 'perturbed'; calls.clear()
+            torch.manual_seed(0); f1 = model(x1)  # same dropout masks as the first pass
+    finally:
+        for h in hooks: h.remove()
+        for b, v in bufs: b.copy_(v)  # running statistics as they were
+    if not _moved([f1], [f0[1:]], tol): return []
+    inner = [n for n in flagged if not any(o != n and (n == '' or o.startswith(n + '.')) for o in flagged)]
+    return sorted(inner or [''], key=list(names.values()).index)
+
+# %% ../nbs/05_train.ipynb #498eca09
+_log = logging.getLogger('fgflow.train')
+
+def _describe(model:nn.Module, names:list[str]) -> str:
+    mods = dict(model.named_modules())
+    kinds = pd.Series([type(mods[n]).__name__ for n in names]).value_counts()
+    shown = ', '.join(n or f'the model itself ({type(model).__name__}.forward)' for n in names[:3])
+    return f"{len(names)} module(s) ({', '.join(f'{k} x{v}' for k, v in kinds.items())}: {shown}{', ...' if len(names) > 3 else ''})"
+
+def check_coupling(model:nn.Module, # maps (B, ...) to (B,) logits
+                   x:Tensor, # a batch of at least 2 inputs
+                   strict:bool=True, # raise `CouplingError` if samples interact in eval mode
+                  ) -> dict[str, list[str]]:
+    "Whether a sample's logit depends on other samples, in training and in eval mode: logs, warns or raises, and returns the modules."
+    with _eval_mode(model): ev = sample_coupling(model, x)
+    modes = [(m, m.training) for m in model.modules()]
+    model.train()
+    try: tr = sample_coupling(model, x)
+    finally:
+        for m, t in modes: m.training = t
+    if ev:
+        msg = (f"the model mixes the samples of a batch in eval mode through {_describe(model, ev)}: a sample's input "
+               f"gradient is not its own, and fgflow cannot make it per-sample (use per-sample layers such as GroupNorm, or BatchNorm)")
+        if strict: raise CouplingError(msg)
+        warnings.warn(msg)
+    elif tr:
+        warnings.warn(f"the model couples the samples of a batch in training mode through {_describe(model, tr)}; "
+                      f"the penalty aligns each sample's eval-mode gradient (running statistics), which is its own")
+    else: _log.info("coupling check: no sample's logit depends on another sample (training and eval mode)")
+    return {'train': tr, 'eval': ev}
 
 # %% ../nbs/05_train.ipynb #e9c54472
 class Augment:
@@ -269,12 +364,12 @@ def _set_rng_state(st:dict):
 class TrainResult:
     "What `train` returns: the model with the best-validation-AUC weights and the per-epoch history."
     model:nn.Module
-    history:pd.DataFrame # epoch, loss, bce, penalty, valid_auc, valid_loss, time
+    history:pd.DataFrame # epoch, loss, bce, penalty, sign_penalty, lam, valid_auc, valid_loss, valid_align, time
     best_epoch:int
     best_auc:float
     checkpoint:Path|None # best.pt (None without out_dir)
 
-_HIST = ['epoch', 'loss', 'bce', 'penalty', 'valid_auc', 'valid_loss', 'time']
+_HIST = ['epoch', 'loss', 'bce', 'penalty', 'sign_penalty', 'lam', 'valid_auc', 'valid_loss', 'valid_align', 'time']
 
 def _labels_of(data) -> np.ndarray:
     if hasattr(data, 'labels'): return _labels01(data.labels)
@@ -308,6 +403,22 @@ def _validate(model, loader, n:int, pw, device, d:_Dist) -> tuple[float, float, 
     loss = F.binary_cross_entropy_with_logits(torch.from_numpy(score), torch.from_numpy(y), pos_weight=pwt).item()
     return roc_auc(y, score), loss, score
 
+def _valid_align(model, loader, feats, cache:dict, device, d:_Dist) -> float:
+    "Mean set alignment a_S of the eval-mode model over the validation samples where it is defined (all ranks); NaN without features."
+    if feats is None: return float('nan')
+    tot = torch.zeros(2, dtype=torch.float64)
+    with _eval_mode(model):
+        for i, (x, _) in loader:
+            x = x.to(device)
+            miss = [j for j, k in enumerate(i.tolist()) if k not in cache]
+            if miss:
+                for k, g in zip(i[miss].tolist(), feats.gradients(x[miss])): cache[k] = g
+            G = torch.stack([cache[k] for k in i.tolist()]).flatten(2)
+            a = projection_fraction(input_gradients(model, x).flatten(1), G).double().cpu()
+            ok = torch.isfinite(a); tot += torch.stack([a[ok].sum(), ok.sum().double()])
+    tot = _all_sum(tot.to(device), d).cpu()
+    return (tot[0] / tot[1]).item() if tot[1] > 0 else float('nan')
+
 _G_CACHE_BYTES = 2 * 2**30  # cache the feature gradients of the training set up to this size
 
 class _Indexed(torch.utils.data.Dataset):
@@ -320,7 +431,65 @@ def _collate(items):
     i = torch.tensor([it[0] for it in items])
     return i, (torch.stack([it[1][0] for it in items]), torch.stack([torch.as_tensor(it[1][1]).float() for it in items]))
 
+# %% ../nbs/05_train.ipynb #a17d0002
+@torch.no_grad()
+def feature_directions(features, # FeatureSet (or names, spacing/window from `data`) with `.values(x)`
+                       data, # Dataset of (x, y) (`.labels` used when present): the training set
+                       batch_size:int=16, # samples per feature evaluation
+                      ) -> dict[str, float]:
+    "Sign (+1, -1, or 0 when uncorrelated) of each feature's Spearman correlation with the label over `data`."
+    fs, y = _features(features, data), _labels_of(data)
+    v = torch.cat([fs.values(torch.stack([data[j][0] for j in range(i, min(i + batch_size, len(data)))]).double())
+                   for i in range(0, len(data), batch_size)]).numpy()
+    rho = [stats.spearmanr(v[:, k], y).statistic if np.ptp(v[:, k]) > 0 and np.ptp(y) > 0 else 0. for k in range(v.shape[1])]
+    return {n: float(np.sign(r)) if np.isfinite(r) else 0. for n, r in zip(fs.names, rho)}
+
+# %% ../nbs/05_train.ipynb #a17d0004
+def _target(G:Tensor, # (B, K, ...) feature gradients
+            sign:Tensor, # (K,) +1/-1/0 per feature
+           ) -> Tensor:
+    "Unit direction t̂ = t/‖t‖, t = Σ_k sign_k ∇g_k/‖∇g_k‖, per sample (B, ...); 0 where t vanishes."
+    g = G.detach().flatten(2).double()
+    t = (sign.to(g).view(1, -1, 1) * g / g.norm(dim=2, keepdim=True).clamp_min(1e-300)).sum(1)
+    n = t.norm(dim=1, keepdim=True)
+    return torch.where(n > 0, t / n.clamp_min(1e-300), torch.zeros_like(t)).to(G.dtype).view(len(G), *G.shape[2:])
+
+def sign_penalty(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits
+                 x:Tensor, # (B, C, D, H, W) input batch
+                 t:Tensor, # (B, C, D, H, W) unit target directions (`_target`), 0 rows are skipped
+                 h:float=0.1, # central-difference step, relative to the RMS of each input
+                ) -> Tensor:
+    "Scalar mean over the batch of max(0, -cos(∇f(x), t)), differentiable in the weights (eval mode)."
+    with _eval_mode(model):
+        x0 = x.detach()
+        gn = input_gradients(model, x0).flatten(1).norm(dim=1)
+        ok = (gn > 0) & (t.flatten(1).abs().sum(1) > 0)
+        if not ok.any(): return sum(q.sum() * 0. for q in model.parameters())
+        x0, t, gn = x0[ok], t[ok], gn[ok]
+        e = h * x0.flatten(1).norm(dim=1) / math.sqrt(x0[0].numel())
+        e = torch.where(e > 0, e, torch.full_like(e, h)).view(-1, *[1] * (x.ndim - 1))
+        fpm = model(torch.cat([x0 + e * t, x0 - e * t]))
+        dd = (fpm[:len(x0)] - fpm[len(x0):]) / (2 * e.flatten())
+        return torch.relu(-dd / gn).sum() / len(x)
+
 # %% ../nbs/05_train.ipynb #2877c877
+LAM_AUTO = 100.0  # λ of lam="auto" (with the sign-aware term and directions from the training labels)
+
+def _lam_dirs(lam, directions, feats, train_data) -> tuple[float, dict|None]:
+    "The numeric λ and the feature signs {name: ±1/0} of the sign-aware term (None: sign-blind)."
+    if isinstance(lam, str):
+        if lam != "auto": raise TrainingError(f'lam must be a number or "auto", found {lam!r}')
+        lam, directions = LAM_AUTO, "auto" if directions is None else directions
+    lam = float(lam)
+    if not math.isfinite(lam) or lam < 0: raise TrainingError(f"lam must be a finite number >= 0, found {lam}")
+    if lam == 0 or directions is None or feats is None: return lam, None
+    if isinstance(directions, str):
+        if directions != "auto": raise TrainingError(f'directions must be "auto", a dict of signs or None, found {directions!r}')
+        return lam, feature_directions(feats, train_data)
+    bad = [n for n in directions if n not in feats.names]
+    if bad: raise TrainingError(f"directions name features {bad} not in the penalty's set {list(feats.names)}")
+    return lam, {n: float(np.sign(directions.get(n, 0.))) for n in feats.names}
+
 def _check_resume(ck:dict, cfg:dict, path:Path):
     diff = {k: (ck['config'].get(k), v) for k, v in cfg.items() if k != 'epochs' and ck['config'].get(k) != v}
     if diff: raise TrainingError(f"{path}: cannot resume, settings differ (checkpoint, now): {diff}")
@@ -329,7 +498,7 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
           train_data, # Dataset of (x, y); `.labels` used when present
           valid_data, # Dataset of (x, y) for the AUC
           features=None, # FeatureSet or feature names (spacing/window from train_data) for the penalty
-          lam:float=0.0, # penalty weight λ
+          lam:float|str=0.0, # penalty weight λ, or "auto": λ = LAM_AUTO with the sign-aware term (directions from the training labels)
           epochs:int=30, # last epoch (a resumed run continues up to it)
           lr:float=1e-3, # AdamW learning rate
           batch_size:int=8, # global batch (split over ranks)
@@ -343,6 +512,7 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
           penalty_method:str="finite_difference", # or "double_backprop"
           weight_decay:float=1e-2, # AdamW weight decay
           progress:bool=True, # tqdm bar over epochs (rank 0)
+          directions=None, # sign-aware term: "auto" (from the training labels), {feature: +1/-1}, or None (sign-blind; lam="auto" means "auto")
          ) -> TrainResult:
     "Train with class-weighted BCE + lam * fgf_penalty; keep the best validation-AUC weights."
     d = _dist_context(device)
@@ -351,6 +521,7 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
     if d.on and d.world > batch_size: raise TrainingError(f"batch_size {batch_size} < {d.world} ranks")
     if batch_size % d.world: raise TrainingError(f"batch_size {batch_size} is not divisible by {d.world} ranks")
     feats = _features(features, train_data)
+    lam, dirs = _lam_dirs(lam, directions, feats, train_data)
     if lam > 0 and feats is None: raise TrainingError("lam > 0 needs features (a FeatureSet or names)")
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None: raise TrainingError("resume=True needs out_dir")
@@ -359,10 +530,13 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
     pw = _pos_weight(pos_weight, y_tr)
     cfg = dict(lam=float(lam), lr=float(lr), batch_size=int(batch_size), pos_weight=pw, seed=int(seed),
                penalty_method=penalty_method, weight_decay=float(weight_decay), world=d.world,
-               features=list(feats.names) if feats is not None and hasattr(feats, 'names') else None, epochs=int(epochs))
+               features=list(feats.names) if feats is not None and hasattr(feats, 'names') else None, epochs=int(epochs),
+               directions=dirs)
 
     torch.manual_seed(seed)
     model.to(device).train()
+    # once at start: does a sample's logit depend on other samples? (warns/logs; refuses eval-mode mixing when lam > 0)
+    check_coupling(model, torch.stack([train_data[i][0] for i in range(min(4, len(train_data)))]).to(device), strict=lam > 0)
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None) if d.on else model
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     hist = {k: [] for k in _HIST}
@@ -371,6 +545,7 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
         ck = load_checkpoint(out/'last.pt'); _check_resume(ck, cfg, out/'last.pt')
         model.load_state_dict(ck['model']); opt.load_state_dict(ck['optimizer']); _set_rng_state(ck['rng'])
         hist, best_epoch, best_auc, start = ck['history'], ck['best_epoch'], ck['best_auc'], ck['epoch'] + 1
+        for k in _HIST: hist.setdefault(k, [float('nan')] * len(hist['epoch']))  # columns added since the checkpoint
         if (out/'best.pt').exists(): best_state = load_checkpoint(out/'best.pt')['model']
     elif resume and d.main: warnings.warn(f"resume=True but no {out/'last.pt'}: starting from epoch 0")
 
@@ -379,7 +554,8 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
     cache_G = lam > 0 and augment is None and len(train_data) * len(getattr(feats, "names", [0])) * train_data[0][0].numel() * 4 <= _G_CACHE_BYTES
     loader = torch.utils.data.DataLoader(_Indexed(train_data), batch_size=batch_size // d.world, sampler=sampler,
                                          num_workers=0, collate_fn=_collate)
-    Gcache = {}
+    Gcache, GVcache = {}, {}
+    sign = torch.tensor([dirs[n] for n in feats.names], device=device) if dirs else None
     vsamp = torch.utils.data.DistributedSampler(valid_data, num_replicas=d.world, rank=d.rank, shuffle=False)
     vloader = torch.utils.data.DataLoader(_Indexed(valid_data), batch_size=batch_size // d.world, sampler=vsamp,
                                           num_workers=0, collate_fn=_collate)
@@ -388,30 +564,34 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
     bar = tqdm(range(start, epochs), desc='train', disable=not (progress and d.main), initial=start, total=epochs)
     for epoch in bar:
         t0 = time.time(); sampler.set_epoch(epoch); gen.manual_seed(seed * 1_000_003 + epoch * 1009 + d.rank)
-        sums = torch.zeros(4, dtype=torch.float64)  # loss, bce, penalty, batches
+        sums = torch.zeros(5, dtype=torch.float64)  # loss, bce, penalty, sign penalty, batches
         for b, (idx, (x, y)) in enumerate(loader):
             x, y = x.to(device), y.to(device).float()
             if augment is not None: x = augment(x, generator=gen)
             bce = lossf(net(x), y)
             ok = bool(torch.isfinite(bce))  # a non-finite input would make the features fail first
-            G = None
+            G, pen, spen = None, bce.new_zeros(()), bce.new_zeros(())
             if cache_G and ok:
                 miss = [j for j, i in enumerate(idx.tolist()) if i not in Gcache]
                 if miss:
                     for i, g in zip(idx[miss].tolist(), feats.gradients(x[miss])): Gcache[i] = g
                 G = torch.stack([Gcache[i] for i in idx.tolist()])
-            pen = fgf_penalty(model, x, feats, method=penalty_method, G=G) if lam > 0 and ok else bce.new_zeros(())
-            loss = bce + lam * pen
+            if lam > 0 and ok:
+                if G is None and sign is not None: G = feats.gradients(x.detach())
+                pen = fgf_penalty(model, x, feats, method=penalty_method, G=G)
+                if sign is not None: spen = sign_penalty(model, x, _target(G, sign))
+            loss = bce + lam * (pen + spen)
             bad = _all_sum(torch.tensor([0. if ok and torch.isfinite(loss).item() else 1.], device=device), d)
             if bad.item() > 0:
                 last = out/'last.pt' if out is not None and (out/'last.pt').exists() else None
                 raise TrainingError(f"non-finite loss at epoch {epoch}, batch {b} (bce {bce.item():.4g}, penalty {pen.item():.4g}); "
                                     f"stopped; last good checkpoint: {last}")
             opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-            sums += torch.tensor([loss.item(), bce.item(), pen.item(), 1.], dtype=torch.float64)
+            sums += torch.tensor([loss.item(), bce.item(), pen.item(), spen.item(), 1.], dtype=torch.float64)
         sums = _all_sum(sums.to(device), d).cpu()
         auc, vloss, _ = _validate(net, vloader, len(valid_data), pw, device, d)
-        row = [epoch, *(sums[:3] / sums[3]).tolist(), auc, vloss, time.time() - t0]
+        align = _valid_align(model, vloader, feats, GVcache, device, d)
+        row = [epoch, *(sums[:4] / sums[4]).tolist(), lam, auc, vloss, align, time.time() - t0]
         for k, v in zip(_HIST, row): hist[k].append(v)
         best_loss = hist['valid_loss'][best_epoch] if best_epoch >= 0 else math.inf
         if auc > best_auc or (auc == best_auc and vloss < best_loss):  # ties: lower validation loss
@@ -424,7 +604,7 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
             if best_epoch == epoch: _save({**ck, 'model': best_state}, out/'best.pt')
             _save(ck, out/'last.pt')
         if d.on: dist.barrier()
-        bar.set_postfix(loss=f"{row[1]:.3f}", auc=f"{auc:.3f}")
+        bar.set_postfix(loss=f"{row[1]:.3f}", auc=f"{auc:.3f}", align=f"{align:.3g}")
         if epoch - best_epoch >= patience: break
     if best_state is not None: model.load_state_dict(best_state)
     return TrainResult(model, pd.DataFrame(hist, columns=_HIST), best_epoch, best_auc,
