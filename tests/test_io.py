@@ -324,3 +324,27 @@ def test_contour_between_planes_warns(tmp_path):
     rt = read_rtstruct(write_rtstruct(tmp_path / 'rs.dcm', [], '1.2.3', '1.2.4', {'GTVp': [('CLOSED_PLANAR', sq)]}))
     with pytest.warns(UserWarning, match="'GTVp'.*between slice planes"): m = rtstruct_mask(rt, v)
     assert m[2].sum() == 25 and m.sum() == 25
+
+
+def test_rtstruct_contour_image_references_and_roi_matching(tmp_path):
+    "Images named by each contour count as referenced (pairing uses them); ROI names match by name, else by regex."
+    import pydicom
+    from pydicom.dataset import Dataset
+    from fgflow.io import _match_names
+    hu = np.zeros((3, 8, 8), np.float32)
+    files, suid, for_uid, _ = write_series(tmp_path / 'ct', hu, spacing=(2.0, 1.0, 1.0))
+    v = read_dicom_series(tmp_path / 'ct')
+    sq = v.voxel_to_world([[1, 1, 1], [5, 1, 1], [5, 5, 1], [1, 5, 1]])
+    rs = write_rtstruct(tmp_path / 'rs.dcm', files, for_uid, suid, {'GTVn': [('CLOSED_PLANAR', sq)], 'GTV': [('CLOSED_PLANAR', sq)]})
+    ds = pydicom.dcmread(rs); ds.SeriesInstanceUID = '1.2.3.4'
+    sop = str(pydicom.dcmread(files[0]).SOPInstanceUID)          # the series list names none; the contour names one image
+    for rc in ds.ROIContourSequence:
+        ci = Dataset(); ci.ReferencedSOPClassUID, ci.ReferencedSOPInstanceUID = CT_UID, sop
+        rc.ContourSequence[0].ContourImageSequence = [ci]
+    ds.save_as(rs, enforce_file_format=True)
+    rt = read_rtstruct(rs)
+    assert rt.referenced_sop_uids == [sop] and rt.series_uid == '1.2.3.4' and rt.referenced_series_uids == [suid]
+    assert _match_names(rt.rois, ' gtv ', 'x') == ['GTV'] and _match_names(rt.rois, '^GTV', 'x') == ['GTVn', 'GTV']
+    with pytest.raises(RTStructError, match=r"rs.dcm: no ROI matches 'GTV1'; ROIs there: \['GTVn', 'GTV'\]"):
+        _match_names(rt.rois, 'GTV1', 'rs.dcm')
+    assert rtstruct_mask(rt, v, 'GTV').sum() == 25
