@@ -242,7 +242,8 @@ def cmd_prepare(a) -> int:
     st = Stages(quiet=a.quiet)
     clin = read_clinical(a.clinical, id_col=a.id_col, label_col=a.label_col, id_pattern=a.id_pattern, gtv_table=a.gtv_table)
     st('find', f"find cases under {root}")
-    found = find_cases(root, progress=not a.quiet, rois=clin['roi'] if 'roi' in clin else None)
+    found = find_cases(root, progress=not a.quiet, rois=clin['roi'] if 'roi' in clin else None,
+                       prefer=getattr(a, 'prefer_ct', None))   # --prefer-ct pet-ct|planning, where the parser has it
     kind = 'dicom' if a.dicom else 'nifti'
     found = FoundCases([c for c in found.cases if c.kind == kind], found.skipped, found.patients)
     for where, why in found.skipped:
