@@ -340,51 +340,104 @@ def _sphericity(a:Tensor, v:Tensor) -> Tensor:
     ok = a > 0
     return torch.where(ok, (36 * math.pi * v**2).pow(1 / 3) / torch.where(ok, a, 1.), math.nan)
 
+# %% ../nbs/03_features.ipynb #41b1a817
+_COORD: dict = {}  # (grid shape, spacing, device) -> monomials of the voxel positions and their Gram
+_Q2 = [[4, 7, 8], [7, 5, 9], [8, 9, 6]]  # index of the monomial c_a c_b in `_coord_basis`
+
+def _coord_basis(x:Tensor, spacing) -> tuple[Tensor, Tensor]:
+    "Monomials 1, z, y, x, z², y², x², zy, zx, yx of the voxel positions in mm (10, D*H*W) and their Gram (10, 10), float64, cached per grid."
+    key = (tuple(x.shape[2:]), tuple(float(s) for s in spacing), str(x.device))
+    if key not in _COORD:
+        z, y, w = (c.expand(x.shape[2:]).reshape(-1) for c in _axis_coords(x, spacing))
+        P = torch.stack([torch.ones_like(z), z, y, w, z * z, y * y, w * w, z * y, z * w, y * w])
+        if len(_COORD) >= 4: _COORD.clear()
+        _COORD[key] = (P, P @ P.T)
+    return _COORD[key]
+
+def _eigen_upstream(L:Tensor, n:str) -> Tensor:
+    "d feature / d eigenvalues (B, 3) of the axis feature `n`, averaged over equal eigenvalues as `_EigvalshSym.backward` does."
+    pos = lambda t: torch.where(t > 0, t, 1.)
+    gL = torch.zeros_like(L)
+    if n.endswith('_axis_length'):
+        k = {'least': 0, 'minor': 1, 'major': 2}[n.split('_')[0]]
+        gL[:, k] = torch.where(L[:, k] > 0, 2 / pos(L[:, k]).sqrt(), 0.)
+    else:
+        k = 1 if n == 'elongation' else 0
+        r = L[:, k] / L[:, 2]; ok = r > 0; sr = pos(r).sqrt()
+        gL[:, k] = torch.where(ok, 0.5 / (sr * L[:, 2]), 0.); gL[:, 2] = torch.where(ok, -0.5 * sr / L[:, 2], 0.)
+    return _cluster_average(L, gL)
+
+def _coef_coord(x:Tensor, m:Tensor, spacing, names:list) -> Tensor:
+    "Mask-channel gradients of volume, centroids and axis features as coefficients (B, k, 10) on `_coord_basis`."
+    P, _ = _coord_basis(x, spacing)
+    mom = m.reshape(len(m), -1) @ P.T                                  # (B, 10): sums of m times each monomial
+    S = mom[:, 0]; mu = mom[:, 1:4] / S[:, None]
+    cov = mom[:, _Q2] / S[:, None, None] - mu[:, :, None] * mu[:, None, :]
+    L, V = torch.linalg.eigh(cov) if any(n not in ('volume', 'centroid_x', 'centroid_y', 'centroid_z') for n in names) else (None, None)
+    out = []
+    for n in names:
+        A = torch.zeros(len(m), 10, dtype=torch.float64, device=m.device)
+        if n == 'volume': A[:, 0] = math.prod(float(s) for s in spacing)
+        elif n.startswith('centroid_'):
+            a = 'zyx'.index(n[-1]); A[:, 0], A[:, 1 + a] = -mu[:, a] / S, 1 / S
+        else:                                      # (c - mu)ᵀ Q (c - mu) - Σ gL λ over S, Q = V diag(gL) Vᵀ
+            gL = _eigen_upstream(L, n)
+            Q = (V * gL[:, None, :]) @ V.transpose(1, 2)
+            Qmu = (Q @ mu[..., None])[..., 0]
+            A[:, 0] = (mu * Qmu).sum(1) - (gL * L).sum(1)
+            A[:, 1:4] = -2 * Qmu
+            for a in range(3):
+                for b in range(a, 3): A[:, _Q2[a][b]] = Q[:, a, b] * (1 if a == b else 2)
+            A = A / S[:, None]
+        out.append(A)
+    return torch.stack(out, 1)
+
+def _coef_moments(x:Tensor, m:Tensor, window, names:list):
+    "Gradients of mean, variance, skewness, kurtosis as coefficients on m·d^j (CT channel, j < 4) and d^j (mask channel, j < 5), with those fields (B, 4, N), (B, 5, N)."
+    span = float(window[1]) - float(window[0])
+    B, m, hu = len(x), m.reshape(len(x), -1), _hu(x, window).reshape(len(x), -1)
+    S = m.sum(1); mu = (m * hu).sum(1) / S
+    d = hu - mu[:, None]
+    P1 = torch.empty(B, 5, d.shape[1], dtype=d.dtype, device=d.device)            # (B, 5, N) mask channel: d^j
+    P1[:, 0], P1[:, 1] = 1., d
+    for j in (2, 3, 4): torch.mul(P1[:, j - 1], d, out=P1[:, j])
+    P0 = P1[:, :4] * m[:, None]                                                     # (B, 4, N) CT channel: m d^j
+    M = (P0 @ d[..., None])[..., 0] / S[:, None]                                    # M[k-1] = Σ w d^k, k = 1..4
+    M = torch.cat([torch.ones_like(S)[:, None], M], 1)                              # M[k], k = 0..4 (M[1] ~ 0)
+    M[:, 1] = 0.
+    def dm(k):                                                                      # dM_k: (CT coefs (4,), mask coefs (5,))
+        a0, a1 = torch.zeros(B, 4, dtype=d.dtype, device=d.device), torch.zeros(B, 5, dtype=d.dtype, device=d.device)
+        a0[:, k - 1] += k * span / S; a0[:, 0] -= k * M[:, k - 1] * span / S
+        a1[:, k] += 1 / S; a1[:, 0] -= M[:, k] / S; a1[:, 1] -= k * M[:, k - 1] / S
+        return a0, a1
+    out = {}
+    a0, a1 = torch.zeros(B, 4, dtype=d.dtype, device=d.device), torch.zeros(B, 5, dtype=d.dtype, device=d.device)
+    a0[:, 0], a1[:, 1] = span / S, 1 / S
+    out['mean'], out['variance'] = (a0, a1), dm(2)
+    ok = M[:, 2] > 1e-24 * (mu**2 + 1); M2 = torch.where(ok, M[:, 2], 1.)
+    for n, k, p in (('skewness', 3, 1.5), ('kurtosis', 4, 2.)):
+        a, b = torch.where(ok, 1 / M2**p, 0.)[:, None], torch.where(ok, -p * M[:, k] / M2**(p + 1), 0.)[:, None]
+        (g0, g1), (h0, h1) = dm(k), dm(2)
+        out[n] = (a * g0 + b * h0, a * g1 + b * h1)
+    A0, A1 = (torch.stack([out[n][i] for n in names], 1) for i in (0, 1))
+    return A0, P0, A1, P1
+
 # %% ../nbs/03_features.ipynb #06f8dcaf
 def _grad_volume(x, m, spacing, window, names):
     return {'volume': (1, torch.full_like(m, math.prod(float(s) for s in spacing)))}
 
-def _grad_centroid(x, m, spacing, window, names):
-    S, c = _sum(m)[:, None, None, None], _axis_coords(x, spacing)
-    out = {}
-    for ax, n in ((2, 'x'), (1, 'y'), (0, 'z')):
-        mu = _sum(m * c[ax])[:, None, None, None] / S
-        out[f'centroid_{n}'] = (1, (c[ax] - mu) / S)
-    return out
+def _grad_coord(x, m, spacing, window, names):
+    "Centroids and axis features: mask-channel gradients A @ P on the position monomials (one eigendecomposition)."
+    P, _ = _coord_basis(x, spacing)
+    A = _coef_coord(x, m, spacing, names)
+    return {n: (1, (A[:, i] @ P).view(m.shape)) for i, n in enumerate(names)}
+
+_grad_centroid = _grad_eigen = _grad_coord
 
 def _grad_moments(x, m, spacing, window, names):
-    span = float(window[1]) - float(window[0])
-    S, w, hu, mu, d = _moment_parts(x, window)
-    M = {k: _sum(w * d**k)[:, None, None, None] for k in (2, 3, 4)}; M[1] = torch.zeros_like(M[2])
-    dhu = {k: k * w * (d**(k - 1) - M[k - 1]) for k in (2, 3, 4)}
-    dm = {k: (d**k - M[k] - k * M[k - 1] * d) / S for k in (2, 3, 4)}
-    out = {'mean': (2, (w * span, d / S)), 'variance': (2, (dhu[2] * span, dm[2]))}
-    ok = M[2] > 1e-24 * (mu**2 + 1); M2 = torch.where(ok, M[2], 1.)
-    for n, k, p in (('skewness', 3, 1.5), ('kurtosis', 4, 2.)):
-        if n not in names: continue
-        a, b = 1 / M2**p, -p * M[k] / M2**(p + 1)             # d(M_k / M_2^p) = a dM_k + b dM_2
-        out[n] = (2, tuple(torch.where(ok, a * g1 + b * g2, 0.) for g1, g2 in ((dhu[k] * span, dhu[2] * span), (dm[k], dm[2]))))
-    return {n: v for n, v in out.items() if n in names}
-
-def _grad_eigen(x, m, spacing, window, names):
-    S, d, cov = _covariance(x, spacing)
-    L, V = torch.linalg.eigh(cov)                                  # ascending: least, minor, major
-    proj2 = torch.stack([sum(V[:, a, k, None, None, None] * d[a] for a in range(3)) ** 2 for k in range(3)], 1)  # (B,3,D,H,W)
-    pos = lambda t: torch.where(t > 0, t, 1.)
-    out = {}
-    for n in names:
-        gL = torch.zeros_like(L)
-        if n.endswith('_axis_length'):
-            k = {'least': 0, 'minor': 1, 'major': 2}[n.split('_')[0]]
-            gL[:, k] = torch.where(L[:, k] > 0, 2 / pos(L[:, k]).sqrt(), 0.)
-        else:
-            k = 1 if n == 'elongation' else 0
-            r = L[:, k] / L[:, 2]; ok = r > 0; sr = pos(r).sqrt()
-            gL[:, k] = torch.where(ok, 0.5 / (sr * L[:, 2]), 0.); gL[:, 2] = torch.where(ok, -0.5 * sr / L[:, 2], 0.)
-        gL = _cluster_average(L, gL)                               # average over equal eigenvalues, as the backward
-        g = ((gL[:, :, None, None, None] * proj2).sum(1) - (gL * L).sum(1)[:, None, None, None]) / S[:, None, None, None]
-        out[n] = (1, g)
-    return out
+    "Mean, variance, skewness, kurtosis: A0 @ (m d^j) on the CT channel, A1 @ d^j on the mask channel."
+    A0, P0, A1, P1 = _coef_moments(x, m, window, names)
+    return {n: (2, ((A0[:, i, None] @ P0)[:, 0].view(m.shape), (A1[:, i, None] @ P1)[:, 0].view(m.shape))) for i, n in enumerate(names)}
 
 def _grad_mesh(x, m, spacing, window, names):
     with torch.enable_grad():
@@ -423,6 +476,60 @@ def _fast_gradients(x:Tensor, names:list, spacing, window) -> dict:
     return out
 
 _FAST = _fast_gradients
+
+# %% ../nbs/03_features.ipynb #c8e98738
+class _Factored:
+    "Feature gradients G (B, K, C, D, H, W) held as parts: coefficients A (B, k, J) on fields P (1 or B, J, N) of one channel, or dense rows."
+    def __init__(self, shape, K:int, dtype=torch.float64, device=None):
+        self.shape, self.K, self.dtype, self.device, self.parts = tuple(shape), K, dtype, device, []
+    def add(self, idx:list, ch, A, P, H=None):
+        "Rows `idx` are A @ P on channel `ch` (Gram P Pᵀ = H), or dense rows P (B, k, C*N) when `ch` is None."
+        self.parts.append((list(idx), ch, A, P, H)); return self
+    def dots(self, gf:Tensor) -> Tensor:
+        "G gf (B, K) in float64 for gf (B, C*N)."
+        B, C = self.shape[:2]
+        g, out = gf.detach().double().reshape(B, C, -1), gf.new_zeros(B, self.K, dtype=torch.float64)
+        for idx, ch, A, P, _ in self.parts:
+            if ch is None: v = (P.double() @ g.reshape(B, -1, 1))[..., 0]
+            else: v = (A @ ((g[:, ch] @ P[0].T) if len(P) == 1 else (P @ g[:, ch, :, None])[..., 0])[..., None])[..., 0]
+            out[:, idx] += v
+        return out
+    def sqnorms(self) -> Tensor:
+        "‖G_k‖² (B, K) in float64."
+        out = torch.zeros(self.shape[0], self.K, dtype=torch.float64, device=self.device)
+        for idx, ch, A, P, H in self.parts:
+            out[:, idx] += (P.double() ** 2).sum(-1) if ch is None else ((A @ H) * A).sum(-1)
+        return out
+    def rows(self, idx:list|None=None) -> Tensor:
+        "Dense rows G[:, idx] (B, k, C*N) in float64."
+        idx = list(range(self.K)) if idx is None else list(idx)
+        B, C = self.shape[:2]; N = math.prod(self.shape[2:])
+        out = torch.zeros(B, len(idx), C, N, dtype=torch.float64, device=self.device)
+        for pidx, ch, A, P, _ in self.parts:
+            sel = [(i, pidx.index(j)) for i, j in enumerate(idx) if j in pidx]
+            if not sel: continue
+            o, r = [s[0] for s in sel], [s[1] for s in sel]
+            if ch is None: out[:, o] += P[:, r].double().reshape(B, len(r), C, N)
+            else: out[:, o, ch] += A[:, r] @ P
+        return out.reshape(B, len(idx), -1)
+
+def _factored_gradients(x:Tensor, names:Sequence[str], spacing=(1., 1., 1.), window=(-200., 300.)) -> _Factored:
+    "The gradients `feature_gradients` gives, factored: built-in closed forms as coefficients on a few fields, the rest dense."
+    x = x.detach(); _check(x)
+    names = list(names); B, C = x.shape[:2]
+    grp = {n: _ANALYTIC[n][0] for n in names if n in _ANALYTIC and FEATURES[n].fn is _ANALYTIC[n][1]}
+    F_, m = _Factored(x.shape, len(names), device=x.device), _mask(x)
+    coord = [i for i, n in enumerate(names) if grp.get(n) in ('volume', 'centroid', 'eigen')]
+    if coord:
+        P, H = _coord_basis(x, spacing)
+        F_.add(coord, 1, _coef_coord(x, m, spacing, [names[i] for i in coord]), P[None], H[None])
+    mom = [i for i, n in enumerate(names) if grp.get(n) == 'moments']
+    if mom:
+        A0, P0, A1, P1 = _coef_moments(x, m, window, [names[i] for i in mom])
+        F_.add(mom, 0, A0, P0, P0 @ P0.transpose(1, 2)).add(mom, 1, A1, P1, P1 @ P1.transpose(1, 2))
+    rest = [i for i, n in enumerate(names) if i not in coord and i not in mom]
+    if rest: F_.add(rest, None, None, feature_gradients(x, [names[i] for i in rest], spacing, window).reshape(B, len(rest), -1))
+    return F_
 
 # %% ../nbs/03_features.ipynb #b6d44b58
 def _gauss_smooth(r:Tensor, sigma:float, pad:int) -> Tensor:
