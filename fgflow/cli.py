@@ -261,7 +261,7 @@ def cmd_prepare(a) -> int:
 def cmd_train(a) -> int:
     "Split the cache, train one model (optionally FGF-regularized), report test AUC."
     from fgflow.data import CohortDataset
-    from fgflow.model import FGFNet3D
+    from fgflow.model import build_model, model_spec
     from fgflow.train import train, stratified_split, auc_ci
     from fgflow.io import FGFlowError
     ds = CohortDataset(a.cache)
@@ -270,9 +270,10 @@ def cmd_train(a) -> int:
     dtr, dva, dte = (CohortDataset(a.cache, ids=[ds.ids[i] for i in p]) for p in parts)
     feats = _names(a.features) if a.lam > 0 else None
     torch.manual_seed(a.seed)
-    model = FGFNet3D(in_channels=2, width=a.width, depth=a.depth)
+    spec = model_spec(a.arch, 2, **({'width': a.width, 'depth': a.depth} if a.arch == 'fgflownet' else {}))
+    model = build_model(**spec)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
-    (out/'model.json').write_text(json.dumps({'in_channels': 2, 'width': a.width, 'depth': a.depth}))
+    (out/'model.json').write_text(json.dumps(spec))
     (out/'split.json').write_text(json.dumps({'cache': str(a.cache), 'seed': a.seed, 'train': dtr.ids, 'valid': dva.ids, 'test': dte.ids}))
     r = train(model, dtr, dva, features=feats, lam=a.lam, epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, seed=a.seed,
               out_dir=out, resume=a.resume, patience=a.patience, progress=not a.quiet)
@@ -290,7 +291,7 @@ def cmd_train(a) -> int:
 def cmd_measure(a) -> int:
     "FGF of features and sets vs noise for a trained checkpoint on (the test split of) a cache."
     from fgflow.data import CohortDataset
-    from fgflow.model import FGFNet3D
+    from fgflow.model import build_model
     from fgflow.train import load_checkpoint
     from fgflow.flow import fgf_measure
     from fgflow.features import FEATURES, FeatureSet
@@ -300,9 +301,9 @@ def cmd_measure(a) -> int:
     arch = json.loads(mj.read_text()) if mj.exists() else {'in_channels': 2}
     if a.width: arch['width'] = a.width
     if a.depth: arch['depth'] = a.depth
-    model = FGFNet3D(**arch)
+    model = build_model(**arch)
     try: model.load_state_dict(load_checkpoint(ck)['model'])
-    except RuntimeError as e: raise FGFlowError(f"{ck}: weights do not fit FGFNet3D({arch}); give --width/--depth ({str(e).splitlines()[0]})")
+    except RuntimeError as e: raise FGFlowError(f"{ck}: weights do not fit {arch}; give --width/--depth ({str(e).splitlines()[0]})")
     sj = ck.parent/'split.json'
     ids = json.loads(sj.read_text())['test'] if a.split == 'test' and sj.exists() else None
     data = CohortDataset(a.cache, ids=ids)
@@ -334,6 +335,10 @@ def cmd_demo(a) -> int:
     return 0
 
 # %% ../nbs/07_cli.ipynb #12c30f60
+def _archs() -> list[str]:
+    from fgflow.model import ARCHS
+    return list(ARCHS)
+
 def parser() -> argparse.ArgumentParser:
     "The `fgflow` argument parser with its four subcommands."
     F = argparse.ArgumentDefaultsHelpFormatter
@@ -377,6 +382,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument('--epochs', type=int, default=30, help='number of epochs')
     t.add_argument('--lr', type=float, default=1e-3, help='AdamW learning rate')
     t.add_argument('--batch-size', type=int, default=8, help='batch size')
+    t.add_argument('--arch', choices=_archs(), default='fgflownet', help="network: fgflownet (FGFNet3D, sized by --width/--depth) "
+                   "or a MONAI network (needs pip install 'fgflow[monai]'); recorded in RUN/model.json")
     t.add_argument('--width', type=int, default=8, help='FGFNet3D channel width')
     t.add_argument('--depth', type=int, default=4, help='FGFNet3D number of stages')
     t.add_argument('--split', default='0.6,0.2,0.2', help='train,valid,test fractions')

@@ -6,9 +6,10 @@
 from __future__ import annotations
 import torch, torch.nn as nn
 from torch import Tensor
+from .io import FGFlowError
 
 # %% auto #0
-__all__ = ['FGFNet3D']
+__all__ = ['ARCHS', 'FGFNet3D', 'ModelError', 'LogitHead', 'build_model', 'model_spec']
 
 # %% ../nbs/02_model.ipynb #60ae1eed
 def _block(cin:int, cout:int, stride:int, groups:int=4) -> nn.Sequential:
@@ -37,3 +38,39 @@ class FGFNet3D(nn.Module):
     def forward(self, x:Tensor) -> Tensor:
         "Logits (B,)."
         return self.head(self.embed(x)).squeeze(-1)
+
+# %% ../nbs/02_model.ipynb #c0fb358a
+class ModelError(FGFlowError):
+    "A network cannot be built (unknown architecture, missing optional package, bad settings)."
+
+# %% ../nbs/02_model.ipynb #4f3a3d9c
+class LogitHead(nn.Module):
+    "Wrap a network that returns (B, 1) logits so that it returns (B,)."
+    def __init__(self, net:nn.Module): super().__init__(); self.net = net
+    def forward(self, x:Tensor) -> Tensor: return self.net(x).squeeze(-1)
+
+# %% ../nbs/02_model.ipynb #520e6a7c
+def _monai():
+    try: import monai.networks.nets as nets
+    except ImportError as e: raise ModelError("MONAI networks need the optional package monai: pip install 'fgflow[monai]'") from e
+    return nets
+
+ARCHS = {  # name -> builder(in_channels, **settings)
+    'fgflownet': lambda in_channels=2, width=8, depth=4: FGFNet3D(in_channels, width, depth),
+    'monai.densenet121': lambda in_channels=2, **kw: LogitHead(_monai().DenseNet121(spatial_dims=3, in_channels=in_channels, out_channels=1, **kw)),
+    'monai.resnet10': lambda in_channels=2, **kw: LogitHead(_monai().resnet10(spatial_dims=3, n_input_channels=in_channels, num_classes=1, **kw)),
+}
+
+# %% ../nbs/02_model.ipynb #635c05a4
+def build_model(arch:str='fgflownet', # a key of `ARCHS`
+                in_channels:int=2, # input channels (CT, mask)
+                **settings, # passed to the builder (e.g. width, depth for fgflownet)
+               ) -> nn.Module:
+    "The network named `arch`, mapping (B, in_channels, D, H, W) to (B,) logits."
+    if arch not in ARCHS: raise ModelError(f"unknown arch {arch!r}; known: {', '.join(ARCHS)}")
+    try: return ARCHS[arch](in_channels=in_channels, **settings)
+    except TypeError as e: raise ModelError(f"arch {arch!r}: settings {settings} not accepted ({e})") from e
+
+def model_spec(arch:str='fgflownet', in_channels:int=2, **settings) -> dict:
+    "What `model.json` records: `build_model(**model_spec(...))` rebuilds the network."
+    return {'arch': arch, 'in_channels': in_channels, **settings}

@@ -6,6 +6,7 @@
 from __future__ import annotations
 import copy, logging, math, os, time, warnings
 from contextlib import contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -109,6 +110,16 @@ def _eval_mode(model:nn.Module):
     finally:
         for m, t in modes: m.training = t
 
+# %% ../nbs/05_train.ipynb #0f199351
+@contextmanager
+def _eval_mode(model:nn.Module):
+    "Context: the whole model in eval mode (BatchNorm with its running statistics), each module's mode restored after."
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try: yield model
+    finally:
+        for m, t in modes: m.training = t
+
 # %% ../nbs/05_train.ipynb #6fe9943b
 def _features(features, data=None) -> FeatureSet|None:
     "A FeatureSet from a FeatureSet-like object or a list of names (spacing/window from `data`)."
@@ -185,6 +196,83 @@ def _penalty(model, x, G, method, h):
     with pat.replay(lambda m: torch.cat([m[ok], m[ok]])): fpm = model(torch.cat([x0 + v, x0 - v]))
     s = ((fpm[:len(x0)] - fpm[len(x0):]) * nu / (2 * step)).sum()  # <grad f, u>, differentiable in the weights
     return p.detach() + s - s.detach()
+
+# %% ../nbs/05_train.ipynb #061c7a37
+class CouplingError(TrainingError):
+    "The model mixes the samples of a batch in eval mode: fgflow cannot get per-sample input gradients."
+
+def _batch_tensors(o, B:int) -> list[Tensor]:
+    "The tensors in `o` (a tensor, or a tuple/list/dict of them) whose first dimension is the batch."
+    if isinstance(o, Tensor): return [o] if o.ndim and o.shape[0] == B and o.is_floating_point() else []
+    if isinstance(o, dict): o = list(o.values())
+    return [t for v in o for t in _batch_tensors(v, B)] if isinstance(o, (tuple, list)) else []
+
+def _moved(new:list[Tensor], old:list[Tensor], tol:float) -> bool:
+    "Whether rows 1: of any tensor changed by more than `tol` times its largest value."
+    return any(bool(((n[1:] - o).abs().max() > tol * o.abs().max().clamp_min(1e-30)).item()) for n, o in zip(new, old) if o.numel())
+
+# %% ../nbs/05_train.ipynb #f2079d14
+@torch.no_grad()
+def sample_coupling(model:nn.Module, # maps (B, ...) to (B,) logits, tested in its current mode
+                    x:Tensor, # a batch of at least 2 real inputs (the first 4 are used)
+                    tol:float=1e-6, # relative change that counts as a dependence
+                   ) -> list[str]:
+    "Names of the innermost modules through which sample 0 changes the other samples' logits ([] if none)."
+    x = x[:4].detach(); B = len(x)
+    if B < 2: return []
+    names = {m: n for n, m in model.named_modules()}
+    base, flagged, calls, phase = {}, set(), {}, ['base']
+    def hook(m, args, kwargs, out):
+        k = (m, calls.setdefault(m, 0)); calls[m] += 1
+        ins, outs = _batch_tensors((args, kwargs), B), _batch_tensors(out, B)
+        if phase[0] == 'base': base[k] = ([t[1:].clone() for t in ins], [t[1:].clone() for t in outs])
+        elif k in base and (ins or m is model) and not _moved(ins, base[k][0], tol) and _moved(outs, base[k][1], tol):
+            flagged.add(names[m])  # its own inputs for the other samples are unchanged, its outputs are not
+    bufs = [(b, b.clone()) for b in model.buffers()]
+    hooks = [m.register_forward_hook(hook, with_kwargs=True) for m in names]
+    x1 = x.clone(); x1[0] += 0.5 * (x[0].std() + 1e-3) * torch.randn(x[0].shape, generator=torch.Generator().manual_seed(0)).to(x)
+    try:
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == 'cuda' else []):
+            torch.manual_seed(0); f0 = model(x)
+            phase[0] = 'perturbed'; calls.clear()
+            torch.manual_seed(0); f1 = model(x1)  # same dropout masks as the first pass
+    finally:
+        for h in hooks: h.remove()
+        for b, v in bufs: b.copy_(v)  # running statistics as they were
+    if not _moved([f1], [f0[1:]], tol): return []
+    inner = [n for n in flagged if not any(o != n and (n == '' or o.startswith(n + '.')) for o in flagged)]
+    return sorted(inner or [''], key=list(names.values()).index)
+
+# %% ../nbs/05_train.ipynb #498eca09
+_log = logging.getLogger('fgflow.train')
+
+def _describe(model:nn.Module, names:list[str]) -> str:
+    mods = dict(model.named_modules())
+    kinds = pd.Series([type(mods[n]).__name__ for n in names]).value_counts()
+    shown = ', '.join(n or f'the model itself ({type(model).__name__}.forward)' for n in names[:3])
+    return f"{len(names)} module(s) ({', '.join(f'{k} x{v}' for k, v in kinds.items())}: {shown}{', ...' if len(names) > 3 else ''})"
+
+def check_coupling(model:nn.Module, # maps (B, ...) to (B,) logits
+                   x:Tensor, # a batch of at least 2 inputs
+                   strict:bool=True, # raise `CouplingError` if samples interact in eval mode
+                  ) -> dict[str, list[str]]:
+    "Whether a sample's logit depends on other samples, in training and in eval mode: logs, warns or raises, and returns the modules."
+    with _eval_mode(model): ev = sample_coupling(model, x)
+    modes = [(m, m.training) for m in model.modules()]
+    model.train()
+    try: tr = sample_coupling(model, x)
+    finally:
+        for m, t in modes: m.training = t
+    if ev:
+        msg = (f"the model mixes the samples of a batch in eval mode through {_describe(model, ev)}: a sample's input "
+               f"gradient is not its own, and fgflow cannot make it per-sample (use per-sample layers such as GroupNorm, or BatchNorm)")
+        if strict: raise CouplingError(msg)
+        warnings.warn(msg)
+    elif tr:
+        warnings.warn(f"the model couples the samples of a batch in training mode through {_describe(model, tr)}; "
+                      f"the penalty aligns each sample's eval-mode gradient (running statistics), which is its own")
+    else: _log.info("coupling check: no sample's logit depends on another sample (training and eval mode)")
+    return {'train': tr, 'eval': ev}
 
 # %% ../nbs/05_train.ipynb #061c7a37
 class CouplingError(TrainingError):
@@ -535,6 +623,8 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
 
     torch.manual_seed(seed)
     model.to(device).train()
+    # once at start: does a sample's logit depend on other samples? (warns/logs; refuses eval-mode mixing when lam > 0)
+    check_coupling(model, torch.stack([train_data[i][0] for i in range(min(4, len(train_data)))]).to(device), strict=lam > 0)
     # once at start: does a sample's logit depend on other samples? (warns/logs; refuses eval-mode mixing when lam > 0)
     check_coupling(model, torch.stack([train_data[i][0] for i in range(min(4, len(train_data)))]).to(device), strict=lam > 0)
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None) if d.on else model
