@@ -6,7 +6,6 @@
 from __future__ import annotations
 import copy, logging, math, os, time, warnings
 from contextlib import contextmanager
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -250,7 +249,9 @@ def _describe(model:nn.Module, names:list[str]) -> str:
     mods = dict(model.named_modules())
     kinds = pd.Series([type(mods[n]).__name__ for n in names]).value_counts()
     shown = ', '.join(n or f'the model itself ({type(model).__name__}.forward)' for n in names[:3])
-    return f"{len(names)} module(s) ({', '.join(f'{k} x{v}' for k, v in kinds.items())}: {shown}{', ...' if len(names) > 3 else ''})"
+    alike = sum(type(m).__name__ in kinds.index for m in model.modules())  # later ones see already-mixed inputs
+    return (f"{len(names)} module(s) ({', '.join(f'{k} x{v}' for k, v in kinds.items())}: {shown}{', ...' if len(names) > 3 else ''}"
+            f"{f'; {alike} modules of that kind in all' if alike > len(names) else ''})")
 
 def check_coupling(model:nn.Module, # maps (B, ...) to (B,) logits
                    x:Tensor, # a batch of at least 2 inputs
