@@ -87,10 +87,10 @@ def _rs(root, pid=BAD): return next((root / 'dicom' / pid).glob('*/2-RTSTRUCT/*.
 
 def _prepare(root, tmp_path):
     from fgflow.data import find_cases, prepare_cohort, read_clinical
-    cases, skipped = find_cases(root, progress=False)
+    found = find_cases(root, progress=False); cases, skipped = found
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter('always')
-        rep = prepare_cohort(cases, read_clinical(root / 'clinical.csv'), tmp_path / 'cache', **KW)
+        rep = prepare_cohort(found, read_clinical(root / 'clinical.csv'), tmp_path / 'cache', **KW)
     return rep, skipped, [str(x.message) for x in w]
 
 def _rest_prepared(rep, pristine, tmp_path, bad_prepared:bool):
@@ -189,7 +189,7 @@ def test_empty_gtv_is_skipped_naming_the_roi_and_file(pristine, tmp_path):
                                 "(contours smaller than a voxel or outside the image)"}
 
 def test_no_gtv_roi_and_no_rtstruct_are_skipped_with_reasons(pristine, tmp_path, capsys):
-    "An RTSTRUCT without a GTV ROI is skipped by prepare_cohort; a patient without RTSTRUCT is skipped by find_cases, and `fgflow prepare` prints both."
+    "An RTSTRUCT without a GTV ROI leaves its patient without a case (find_cases says why, prepare_cohort reports it); a patient without RTSTRUCT is skipped by find_cases, and `fgflow prepare` prints both."
     from fgflow.cli import main
     root = _copy(pristine, tmp_path)
     ds, gtv = _gtv(_rs(root))
@@ -198,7 +198,7 @@ def test_no_gtv_roi_and_no_rtstruct_are_skipped_with_reasons(pristine, tmp_path,
     ds.save_as(_rs(root))
     rep, skipped, warns = _prepare(root, tmp_path)
     _rest_prepared(rep, pristine, tmp_path, bad_prepared=False)
-    assert rep.skipped[BAD].startswith("RS.1.dcm: no ROI matches '^GTV'") and "'PTV'" in rep.skipped[BAD], rep.skipped[BAD]
+    assert rep.skipped[BAD].startswith(f"no RTSTRUCT of patient {BAD} has an ROI matching '^GTV'") and "'PTV'" in rep.skipped[BAD], rep.skipped[BAD]
     shutil.rmtree(_rs(root).parent)                     # now no RTSTRUCT at all
     rc = main(['prepare', '--dicom', str(root / 'dicom'), '--clinical', str(root / 'clinical.csv'), '--out', str(tmp_path / 'cli'),
                '--size', '16', '--spacing', '4', '--quiet'])
