@@ -99,21 +99,21 @@ def _cos2(gf:Tensor, G:Tensor) -> Tensor:
     c = (G @ gf[..., None])[..., 0]
     return _nan_ratio(c * c, (G * G).sum(-1) * (gf * gf).sum(-1, keepdim=True))
 
-_SQ: dict = {}  # id(weights) -> (weak reference, version, W * W, row sums): noise weights are fixed, their squares are reused
+_SQ: dict = {}  # (id(weights), device, dtype) -> (weak reference, version, weights there, their squares, row sums)
 
-def _squares(W:Tensor) -> tuple[Tensor, Tensor]:
-    "W * W (R, d) and its row sums (R,) float64 for noise weights W, cached while W is alive and unchanged."
-    hit = _SQ.get(id(W))
+def _weights_on(W:Tensor, device, dtype) -> tuple[Tensor, Tensor, Tensor]:
+    "Noise weights W (R, d) on `device` in `dtype`, W * W and its row sums (float64); cached while W is alive and unchanged."
+    key = (id(W), str(device), dtype)
+    hit = _SQ.get(key)
     if hit is None or hit[0]() is not W or hit[1] != W._version:
         if len(_SQ) >= 16: _SQ.clear()
-        W2 = W * W
-        hit = _SQ[id(W)] = (weakref.ref(W), W._version, W2, W2.sum(1, dtype=torch.float64))
-    return hit[2], hit[3]
+        Wd = W.to(device, dtype); W2 = Wd * Wd
+        hit = _SQ[key] = (weakref.ref(W), W._version, Wd, W2, W2.sum(1, dtype=torch.float64))
+    return hit[2:]
 
 def _noise_cos2(gf:Tensor, x:Tensor, noise) -> Tensor:
     "cos² with each noise feature (B, n) without materializing (B, n, d)."
-    W, s = noise.weights.to(gf.device, gf.dtype), noise.support(x)
-    W2, wn = _squares(W)
+    (W, W2, wn), s = _weights_on(noise.weights, gf.device, gf.dtype), noise.support(x)
     num = ((gf if s is None else gf * s) @ W.T).double() ** 2
     wn = wn[None] if s is None else (s @ W2.T).double()                 # s is 0/1: s * s = s
     return _nan_ratio(num, wn * (gf.double() ** 2).sum(1, keepdim=True))
@@ -444,8 +444,8 @@ class MatchedNoise:
         gn = (gf.double() ** 2).sum(1)[:, None, None]
         out = torch.full((B, J, self.n), float('nan'), dtype=torch.float64, device=gf.device)
         for l in torch.unique(level).tolist():                              # one set of weights per smoothing level
-            W = self.weights_at(l).to(gf.device, gf.dtype)
-            W2 = _squares(W)[0].view(self.n, C, -1); W = W.view(self.n, C, -1)
+            W, W2, _ = _weights_on(self.weights_at(l), gf.device, gf.dtype)
+            W, W2 = W.view(self.n, C, -1), W2.view(self.n, C, -1)
             num = torch.stack([g[:, c] @ W[:, c].T for c in range(C)], 1).double()    # (B, C, R) per channel
             den = torch.stack([reg @ W2[:, c].T for c in range(C)], 1).double()
             v = _nan_ratio((sel @ num) ** 2, (sel @ den) * gn)                          # channels of each row summed

@@ -216,3 +216,68 @@ def test_matched_noise_needs_named_features():
     nz = random_linear_features(3, (2, 8, 8, 8))
     with pytest.raises(FlowError, match='matched noise baseline needs named features'):
         fgf_measure(FGFNet3D(width=2, depth=1), blobs(2), nz, noise='mask', max_steps=2, progress=False)
+
+
+ALL15 = [n for n in FEATURES if not n.startswith('_')]
+
+
+class Dense:
+    "The same features through the generic path: materialized gradients (B, K, ...)."
+    def __init__(self, fs): self.fs, self.names = fs, fs.names
+    def gradients(self, x): return self.fs.gradients(x)
+
+
+def test_factored_alignment_equals_materialized_gradients():
+    "A FeatureSet's cos² and set fractions come from G gf, |G_k|² and k x k Gram matrices; they equal the dense path's."
+    x = blobs(3, n=10).double()
+    w = torch.randn(2, 10, 10, 10, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    f = Fn(lambda x: (x * w).sum((1, 2, 3, 4)) + torch.tanh(vol(x) / 50) + (x[:, 0] * x[:, 1]).sum((1, 2, 3)) ** 2 / 1e3)
+    fs = FeatureSet(ALL15, spacing=(1.5, 1., 0.8), window=(-100., 250.))
+    sets = {'ve': ['volume', 'elongation'], 'shape': ['major_axis_length', 'minor_axis_length', 'elongation', 'sphericity'],
+            'hu': ['mean', 'variance', 'skewness', 'kurtosis', 'centroid_x']}
+    a, b = alignment(f, x, fs, sets=sets), alignment(f, x, Dense(fs), sets=sets)
+    torch.testing.assert_close(a.cos2, b.cos2, rtol=1e-9, atol=1e-15)
+    torch.testing.assert_close(a.sets, b.sets, rtol=1e-9, atol=1e-15)
+    assert a.n_undefined == b.n_undefined == 0 and (a.sets[:, 1] >= a.cos2[:, [8, 9, 11, 14]].amax(1) - 1e-12).all()
+
+
+def test_alignment_with_noise_one_backward():
+    torch.manual_seed(0)
+    m = FGFNet3D(width=4, depth=2)
+    x = blobs(3)
+    nz = random_linear_features(9, x.shape[1:], seed=1)
+    calls = {'n': 0}
+    m.register_forward_hook(lambda *a: calls.__setitem__('n', calls['n'] + 1))
+    a = alignment(m, x, FeatureSet(['volume', 'mean']), noise=nz)
+    assert calls['n'] == 1 and a.noise.shape == (3, 9)
+    torch.testing.assert_close(a.noise, alignment(m, x, nz).cos2, rtol=1e-12, atol=0)
+    assert list(a.to_frame().columns) == ['volume', 'mean'] + nz.names
+    with pytest.raises(FlowError, match='noise must be NoiseFeatures'): alignment(m, x, FeatureSet(['volume']), noise='global')
+
+
+def test_projection_fraction_scale_invariant_and_differentiable():
+    "Rows on scales 1e3 to 1e-5 span the same space as their unit rows: the fraction is the QR projection's."
+    g = torch.Generator().manual_seed(7)
+    G = torch.randn(3, 3, 50, generator=g, dtype=torch.float64) * torch.tensor([1e3, 1., 1e-5], dtype=torch.float64)[:, None]
+    u = torch.randn(3, 50, generator=g, dtype=torch.float64)
+    Q, _ = torch.linalg.qr(G.transpose(1, 2))
+    ref = (Q.transpose(1, 2) @ u[..., None]).pow(2).sum((1, 2)) / u.pow(2).sum(1)
+    torch.testing.assert_close(projection_fraction(u, G), ref, rtol=1e-10, atol=0)
+    assert torch.autograd.gradcheck(lambda v: projection_fraction(v, G), u.clone().requires_grad_())
+
+
+def test_matched_noise_cos2_equals_explicit():
+    "MatchedNoise.cos2 (per-channel products, one per smoothing level) equals cos² with r ⊙ s written out."
+    from fgflow.flow import MatchedNoise
+    x = blobs(3, n=10)
+    mn = MatchedNoise(4, x.shape[1:], seed=2, smooth=True)
+    code = torch.tensor([[1, 2, 3], [3, 1, 2], [2, 2, 1]]); level = torch.tensor([[0, 2, 4], [4, 0, 0], [1, 2, 2]])
+    gf = torch.randn(3, x[0].numel(), generator=torch.Generator().manual_seed(3))
+    out = mn.cos2(gf, x, code, level)
+    reg = mn.region(x)
+    for b in range(3):
+        for j in range(3):
+            ch = torch.tensor([(int(code[b, j]) >> c) & 1 for c in range(2)], dtype=torch.float32).view(2, 1, 1, 1)
+            W = mn.weights_at(int(level[b, j])).double() * (reg[b] * ch).flatten().double()
+            ref = (W @ gf[b].double()) ** 2 / ((W * W).sum(1) * (gf[b].double() ** 2).sum())
+            torch.testing.assert_close(out[b, j], ref, rtol=1e-4, atol=1e-12)
