@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv, hashlib, io as _io, json, os, re, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np, pandas as pd, pydicom, torch
 from pydicom.errors import InvalidDicomError
@@ -143,6 +143,14 @@ def _scan(files, progress=True):
 
 
 # %% ../nbs/00_data.ipynb #36307df0
+class _Cand(NamedTuple):
+    "One (CT series, RTSTRUCT) pair that could be a case, with its evidence."
+    level: int        # 2: the RTSTRUCT references the CT series; 1: it only shares its frame of reference
+    on: bool|None     # its GTV contours lie on the CT's slice positions (None: no geometry to check)
+    uid: str          # the CT's SeriesInstanceUID
+    rt: dict          # the RTSTRUCT (`_rt_info`)
+    names: list       # its ROI names that the GTV name matched
+
 def _evidence(rt:dict, uid:str, s:dict) -> int:
     "2: the RTSTRUCT references CT series `uid` (by series or image UIDs); 1: it only shares its frame of reference; 0: neither."
     if uid in rt['series'] or rt['sops'] & s['sops']: return 2
@@ -156,12 +164,32 @@ def _on_slices(rt:dict, names:list, s:dict) -> bool|None:
     d = np.abs((np.asarray(pts) @ s['normal'])[:, None] - pos[None]).min(1)
     return bool((d <= 0.1 * step + 1e-3).all())
 
-def _why(lvl:int, on) -> str:
-    ref = 'references the CT series' if lvl == 2 else "shares only the CT's frame of reference"
-    return ref + {True: ", contours on the CT's slices", False: ", contours between the CT's slices", None: ''}[on]
-
+def _why(c:_Cand) -> str:
+    ref = 'references the CT series' if c.level == 2 else "shares only the CT's frame of reference"
+    return ref + {True: ", contours on the CT's slices", False: ", contours between the CT's slices", None: ''}[c.on]
 
 # %% ../nbs/00_data.ipynb #c4d1e2f3
+def _candidates(pid:str, p:dict, want) -> tuple[list, list, bool]:
+    "Every usable (CT, RTSTRUCT) pair of a patient, the RTSTRUCTs left out with why, and whether any has the GTV."
+    cands, skipped, gtv = [], [], False
+    for rt in sorted(p['rt'], key=lambda r: str(r['file'])):
+        f = str(rt['file'])
+        try: names = _match_names(rt['rois'], want, f)
+        except RTStructError: skipped.append((f, f'RTSTRUCT of {pid} not used: no ROI matches {want!r}; ROIs there: {rt["rois"]}')); continue
+        gtv, mine = True, [_Cand(_evidence(rt, u, s), _on_slices(rt, names, s), u, rt, names) for u, s in sorted(p['ct'].items())]
+        mine = [c for c in mine if c.level]
+        if not mine:
+            skipped.append((f, f'RTSTRUCT references no CT series under root (series {sorted(rt["series"])}, '
+                               f'FrameOfReferenceUID {sorted(rt["for"])})'))
+        for c in mine:
+            if c.level == 2 or c.on is not False: cands.append(c); continue
+            on = [u for u, s in p['img'].items() if u in rt['series'] or rt['sops'] & s['sops']]
+            skipped.append((f, f"RTSTRUCT of {pid} not used with CT series {c.uid}: it shares only the frame of reference and its "
+                               f"contours lie between the CT's slices (drawn on " +
+                               (f"{p['img'][on[0]]['modality']} series {on[0]})" if on else 'another image)')))
+    return cands, skipped, gtv
+
+# %% ../nbs/00_data.ipynb #e6f7a8b9
 def _petct(p:dict, uid:str) -> bool:
     "Whether CT series `uid` shares its frame of reference with a PET series (the CT of a PET/CT)."
     f = p['ct'][uid]['for']
@@ -169,43 +197,29 @@ def _petct(p:dict, uid:str) -> bool:
 
 def _pair(pid:str, p:dict, roi=None, prefer:str|None=None):
     "Pick (CT uid, RTSTRUCT info, GTV names, evidence) for one patient: (pair or None, skipped files, None or (status, reason))."
-    cts, want, skipped, cands, gtv = p['ct'], roi or r'^GTV', [], [], False
+    cts, want = p['ct'], roi or r'^GTV'
     if not cts: return None, [], ('no CT', f'no CT series for patient {pid} ({len(p["rt"])} RTSTRUCT, {len(p["img"])} other image series)')
     if not p['rt']: return None, [], ('no RTSTRUCT', f'no RTSTRUCT for patient {pid} ({len(cts)} CT series found)')
-    for rt in sorted(p['rt'], key=lambda r: str(r['file'])):
-        f = str(rt['file'])
-        try: names = _match_names(rt['rois'], want, f)
-        except RTStructError: skipped.append((f, f'RTSTRUCT of {pid} not used: no ROI matches {want!r}; ROIs there: {rt["rois"]}')); continue
-        gtv, mine = True, [(_evidence(rt, u, s), _on_slices(rt, names, s), u, rt, names) for u, s in sorted(cts.items())]
-        mine = [c for c in mine if c[0]]
-        if not mine:
-            skipped.append((f, f'RTSTRUCT references no CT series under root (series {sorted(rt["series"])}, '
-                               f'FrameOfReferenceUID {sorted(rt["for"])})')); continue
-        for c in mine:
-            if c[0] == 1 and c[1] is False:
-                on = [u for u, s in p['img'].items() if u in rt['series'] or rt['sops'] & s['sops']]
-                skipped.append((f, f"RTSTRUCT of {pid} not used with CT series {c[2]}: it shares only the frame of reference and "
-                                   f"its contours lie between the CT's slices (drawn on " +
-                                   (f"{p['img'][on[0]]['modality']} series {on[0]})" if on else 'another image)')))
-            else: cands.append(c)
+    cands, skipped, gtv = _candidates(pid, p, want)
     if not gtv: return None, skipped, ('no GTV', f'no RTSTRUCT of patient {pid} has an ROI matching {want!r} '
                                                f'(ROIs: {sorted({n for rt in p["rt"] for n in rt["rois"]})})')
     if not cands: return None, skipped, ('unpaired', f'no GTV RTSTRUCT of patient {pid} was drawn on one of its {len(cts)} CT series')
-    key = lambda c: (c[0], c[1] is True)
+    key = lambda c: (c.level, c.on is True)
     top, note = [c for c in cands if key(c) == max(map(key, cands))], ''
-    if prefer and len({c[2] for c in top}) > 1 and 0 < sum(_petct(p, c[2]) == (prefer == 'pet-ct') for c in top) < len(top):
-        top = [c for c in top if _petct(p, c[2]) == (prefer == 'pet-ct')]
+    kind = lambda c: _petct(p, c.uid) == (prefer == 'pet-ct')
+    if prefer and len({c.uid for c in top}) > 1 and 0 < sum(map(kind, top)) < len(top):
+        top = [c for c in top if kind(c)]
         note = f"; {'the PET/CT' if prefer == 'pet-ct' else 'the planning'} CT preferred (prefer={prefer!r})"
-    if len({(c[2], c[3]['sop'] or str(c[3]['file'])) for c in top}) > 1:
+    if len({(c.uid, c.rt['sop'] or str(c.rt['file'])) for c in top}) > 1:
         hint = (" (between a PET/CT's CT and a planning CT, prefer='pet-ct' or 'planning' decides)"
-                if len({_petct(p, c[2]) for c in top}) > 1 else '')
+                if len({_petct(p, c.uid) for c in top}) > 1 else '')
         return None, skipped, ('ambiguous pairing', f'ambiguous pairing for patient {pid}: ' + '; '.join(
-            f'{c[3]["file"]} with CT series {c[2]} ({Path(cts[c[2]]["files"][0]).parent})' for c in top) +
-            f' are equally supported (each {_why(*top[0][:2])}){hint}')
-    best = top[0]
-    skipped += [(str(c[3]['file']), f'RTSTRUCT of {pid} not used: it {_why(*c[:2])} (CT series {c[2]}); {best[3]["file"]} '
-                 f'{_why(*best[:2])}') for c in cands if c[3] is not best[3] and c[3]['sop'] != best[3]['sop']]
-    return (best[2], best[3], best[4], _why(*best[:2]) + note), skipped, None
+            f'{c.rt["file"]} with CT series {c.uid} ({Path(cts[c.uid]["files"][0]).parent})' for c in top) +
+            f' are equally supported (each {_why(top[0])}){hint}')
+    b = top[0]
+    skipped += [(str(c.rt['file']), f'RTSTRUCT of {pid} not used: it {_why(c)} (CT series {c.uid}); {b.rt["file"]} {_why(b)}')
+                for c in cands if c.rt is not b.rt and c.rt['sop'] != b.rt['sop']]
+    return (b.uid, b.rt, b.names, _why(b) + note), skipped, None
 
 # %% ../nbs/00_data.ipynb #ae195b72
 def _nifti_cases(files):
