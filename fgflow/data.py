@@ -83,9 +83,10 @@ def _first_xyz(c) -> np.ndarray|None:
     "The first point of a contour, parsed from the raw ContourData bytes (a contour's plane needs no more)."
     e = c.get_item(0x30060050) if 0x30060050 in c else None
     v = None if e is None else e.value
-    parts = (v.split(b'\\', 3)[:3] if isinstance(v, bytes) else list(v or [])[:3])
-    try: return np.array([float(p) for p in parts]) if len(parts) == 3 else None
-    except ValueError: return None
+    try:
+        parts = v.split(b'\\', 3)[:3] if isinstance(v, bytes) else list(v or [])[:3]
+        return np.array([float(p) for p in parts]) if len(parts) == 3 else None
+    except (ValueError, TypeError): return None
 
 def _rt_info(f:Path) -> dict:
     "What pairing needs from an RTSTRUCT: its UIDs, the series/images/frames it references, each ROI's contour planes."
