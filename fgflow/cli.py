@@ -7,11 +7,12 @@ from __future__ import annotations
 import argparse, json, math, os, platform, shutil, sys, time
 from pathlib import Path
 
-import numpy as np, pandas as pd, torch
+import numpy as np  # torch, pandas and matplotlib: imported by the commands that use them, so `fgflow --help` is fast
 
 # %% auto #0
-__all__ = ['DEMO_CONFIGS', 'DEMO_SET', 'MD_COLS', 'WINDOW', 'Stages', 'md_table', 'run_demo', 'report_markdown', 'cmd_prepare',
-           'cmd_train', 'cmd_measure', 'cmd_demo', 'parser', 'main']
+__all__ = ['DEMO_CONFIGS', 'DEMO_SET', 'MD_COLS', 'WINDOW', 'Stages', 'md_table', 'write_split', 'read_test_ids', 'open_cache',
+           'run_demo', 'p_floor', 'report_table', 'member_table', 'report_markdown', 'cmd_prepare', 'cmd_train',
+           'cmd_measure', 'cmd_demo', 'parser', 'main']
 
 # %% ../nbs/07_cli.ipynb #499c2398
 class Stages:
@@ -40,10 +41,11 @@ def _clean(o):
     if isinstance(o, (np.integer,)): return int(o)
     if isinstance(o, (float, np.floating)): return float(o) if math.isfinite(o) else None
     if isinstance(o, Path): return str(o)
-    if isinstance(o, torch.Tensor): return _clean(o.detach().cpu().tolist())
+    if hasattr(o, 'detach'): return _clean(o.detach().cpu().tolist())  # a torch tensor (torch not imported here)
     return o
 
-def md_table(df:pd.DataFrame, floatfmt:str='.4g') -> str:
+def md_table(df, # a pandas DataFrame
+             floatfmt:str='.4g') -> str:
     "A GitHub-markdown table of a DataFrame (index included when named)."
     d = df.reset_index() if df.index.name else df
     f = lambda v: (format(v, floatfmt) if isinstance(v, (float, np.floating)) and math.isfinite(v) else
@@ -68,7 +70,7 @@ WINDOW = (-200., 300.)
 
 # %% ../nbs/07_cli.ipynb #11cfcee3
 def _versions() -> dict:
-    import fgflow
+    import fgflow, pandas as pd, torch
     return {'fgflow': fgflow.__version__, 'python': platform.python_version(), 'torch': torch.__version__,
             'numpy': np.__version__, 'pandas': pd.__version__, 'platform': platform.platform(),
             'torch_threads': torch.get_num_threads()}
@@ -76,6 +78,7 @@ def _versions() -> dict:
 def _cohort(root:Path, cfg:dict, seed:int, progress:bool) -> tuple[bool, pd.DataFrame]:
     "Make the phantom cohort in `root`, or reuse it when clinical.csv exists with the same settings."
     from fgflow.phantoms import make_cohort
+    import pandas as pd
     want = {'n': cfg['n_cases'], 'seed': seed, 'formats': list(cfg['formats']), 'label_rule': 'volume+elongation', 'matrix': cfg.get('matrix', 128)}
     sf = root/'fgflow_demo_cohort.json'
     if (root/'clinical.csv').exists() and sf.exists() and json.loads(sf.read_text()) == want:
@@ -93,6 +96,7 @@ def _cohort(root:Path, cfg:dict, seed:int, progress:bool) -> tuple[bool, pd.Data
 # %% ../nbs/07_cli.ipynb #8fbe2e91
 def _predict(model, data, batch_size:int=8) -> np.ndarray:
     "Logits of `model` on every item of `data` (in order)."
+    import torch
     model.eval(); out = []
     with torch.no_grad():
         for i in range(0, len(data), batch_size):
@@ -101,6 +105,7 @@ def _predict(model, data, batch_size:int=8) -> np.ndarray:
 
 def _table(res) -> pd.DataFrame:
     "The measure table of an FGFResult as a DataFrame with a named index."
+    import pandas as pd
     t = res.table if isinstance(res.table, pd.DataFrame) else pd.DataFrame(res.table)
     if t.index.name is None and not isinstance(t.index, pd.RangeIndex): t.index.name = 'feature'
     return t
@@ -111,10 +116,50 @@ def _savefig(fig, path:Path) -> str:
     fig.savefig(path, dpi=110, bbox_inches='tight'); plt.close(fig)
     return path.name
 
+# %% ../nbs/07_cli.ipynb #f5c1a002
+def write_split(run:Path, # run folder (best.pt, last.pt, ...)
+                cache, # the cache the ids refer to
+                seed:int, # seed of the split
+                **parts, # train=, valid=, test=: lists of case ids
+               ) -> Path:
+    "Record the case ids of each part of the split in `run/split.json`."
+    run = Path(run); run.mkdir(parents=True, exist_ok=True)
+    (run/'split.json').write_text(json.dumps({'cache': str(cache), 'seed': seed, **{k: list(v) for k, v in parts.items()}}, indent=1))
+    return run/'split.json'
+
+def read_test_ids(checkpoint:Path) -> list[str]:
+    "The test case ids recorded in split.json beside `checkpoint`; an error naming the file when there is none."
+    from fgflow.io import FGFlowError
+    sj = Path(checkpoint).parent/'split.json'
+    if not sj.exists():
+        raise FGFlowError(f"{sj}: missing, so the test cases of {checkpoint} are unknown (measuring every case would mix in "
+                          f"its training cases); measure a checkpoint written by `fgflow train` or `fgflow demo`, or pass --split all")
+    try: ids = json.loads(sj.read_text())['test']
+    except (ValueError, KeyError) as e: raise FGFlowError(f"{sj}: no list of test ids ({type(e).__name__}: {e})") from None
+    if not ids: raise FGFlowError(f"{sj}: the test split is empty; pass --split all to measure every case")
+    return [str(i) for i in ids]
+
+def open_cache(path, # cache folder written by `fgflow prepare`
+               ids=None, # a subset of its case ids
+              ):
+    "`CohortDataset` of a cache folder, with errors that name the command which makes it."
+    from fgflow.data import CohortDataset
+    from fgflow.io import FGFlowError
+    p = Path(path)
+    if not p.is_dir(): raise FGFlowError(f"{p}: no such cache folder; make it with `fgflow prepare --out {p} ...` (or `fgflow demo`, which writes DEMO/cache)")
+    if not (p/'index.csv').exists(): raise FGFlowError(f"{p}: not a cache folder (no index.csv); make it with `fgflow prepare --out {p} ...`")
+    if ids is not None:
+        import pandas as pd
+        have = set(pd.read_csv(p/'index.csv', dtype={'id': str}, keep_default_na=False)['id'])
+        miss = [i for i in ids if i not in have]
+        if miss: raise FGFlowError(f"{p}: {len(miss)} of the {len(ids)} requested cases are not in this cache (e.g. {miss[0]}); is it the cache the model was trained on?")
+    return CohortDataset(p, ids=ids)
+
 # %% ../nbs/07_cli.ipynb #d07b539e
 def _train_model(name, cfg, seed, dtr, dva, out, lam, features, progress, init=None):
     from fgflow.model import FGFNet3D
     from fgflow.train import train
+    import torch
     torch.manual_seed(seed)
     model = FGFNet3D(in_channels=2, width=cfg['width'], depth=cfg['depth'])
     if init is not None: model.load_state_dict(init.state_dict())  # fine-tune from the plain model
@@ -156,6 +201,7 @@ def run_demo(out:str|Path='fgflow_demo', # output folder
     ds = CohortDataset(out/'cache')
     parts = stratified_split(ds.labels, cfg['fractions'], seed=seed)
     dtr, dva, dte = (CohortDataset(out/'cache', ids=[ds.ids[i] for i in p]) for p in parts)
+    for m in ('plain', 'regularized'): write_split(out/'runs'/m, out/'cache', seed, train=dtr.ids, valid=dva.ids, test=dte.ids)
     models, histories, scores = {}, {}, {}
     for mname, lam, feats in (('plain', 0.0, None), ('regularized', cfg['lam'], list(DEMO_SET))):
         st(f'train_{mname}', f"train {mname} model (lam={lam:g}, {cfg['epochs']} epochs, {len(dtr)} train / {len(dva)} valid)")
@@ -167,12 +213,13 @@ def run_demo(out:str|Path='fgflow_demo', # output folder
     res = {m: _measure(models[m].model, dte, cfg, seed, progress) for m in models}
     st('figures', 'figures and report')
     figs = {}
-    for m, r in res.items(): figs[f'fgf_{m}'] = _savefig(r.plot(), out/f'fgf_{m}.png')
+    for m, r in res.items(): figs[f'fgf_{m}'] = _savefig(viz.plot_fgf(r, model=m), out/f'fgf_{m}.png')
     figs['roc'] = _savefig(viz.plot_roc({m: (dte.labels, s) for m, s in scores.items()}), out/'roc.png')
     figs['history'] = _savefig(viz.plot_history({m: r.history for m, r in models.items()}), out/'history.png')
     pos = int(np.flatnonzero(dte.labels == 1)[0]) if (dte.labels == 1).any() else 0
     figs['flow_montage'] = _savefig(viz.plot_flow_montage(models['regularized'].model, dte[pos][0], step='auto',
-                                                          max_steps=cfg['max_steps'], steps_per_line=cfg['steps_per_line'], window=dte.window), out/'flow_montage.png')
+                                                          max_steps=cfg['max_steps'], steps_per_line=cfg['steps_per_line'], window=dte.window,
+                                                          case=dte.ids[pos], model_name='regularized'), out/'flow_montage.png')
     aucs = {m: dict(zip(('auc', 'ci_lo', 'ci_hi'), auc_ci(dte.labels, s, n_boot=cfg['n_boot'], seed=seed))) for m, s in scores.items()}
     report = {
         'command': 'fgflow demo', 'config_name': name, 'seed': seed, 'settings': {'noise': 'smooth', **cfg, 'window': WINDOW, 'set': list(DEMO_SET)},
@@ -194,9 +241,63 @@ def run_demo(out:str|Path='fgflow_demo', # output folder
     (out/'report.md').write_text(report_markdown(report, {m: _table(r) for m, r in res.items()}))
     return report
 
+# %% ../nbs/07_cli.ipynb #e7a0c002
+def p_floor(t, # measure table (n_used per row; p_empirical / p_paired columns)
+            col:str, # 'p_empirical_holm' or 'p_paired_holm' (or the raw 'p_empirical' / 'p_paired')
+            n_noise:int, # R, the number of noise features of each row's null
+           ) -> np.ndarray:
+    "Per row, the smallest value column `col` can take: 1/(R+1) (empirical) or 2^-n_used (paired), times m for Holm."
+    raw = col.removesuffix('_holm')
+    n = np.asarray(t['n_used'], float) if 'n_used' in t else np.full(len(t), np.inf)
+    f = np.full(len(t), 1 / (n_noise + 1)) if raw == 'p_empirical' else 0.5 ** n
+    if not col.endswith('_holm'): return f
+    m = int(np.isfinite(np.asarray(t[raw], float)).sum()) if raw in t else len(t)
+    return np.maximum(f, m * f.min()) if len(f) else f  # Holm: adjusted p_i >= p_i and >= m * min_j p_j
+
+# %% ../nbs/07_cli.ipynb #e7a0c005
+def report_table(t, # measure table of fgf_measure
+                 n_noise:int, # R of each row's noise baseline
+                 alpha:float=0.05, # the level a p value must be able to reach to be shown
+                ) -> tuple:
+    "(table for report.md, notes): M with CI and line counts, noise ratio, the p values that can reach alpha."
+    import pandas as pd
+    t = t.reset_index(drop=True); N = t['n_points'] if 'n_points' in t else None
+    out = pd.DataFrame({'name': t['name'], 'kind': t['kind'], 'M': t['M']})
+    if 'ci_low' in t: out['95% CI'] = [f"[{a:.3g}, {b:.3g}]" if np.isfinite(a) else 'nan' for a, b in zip(t.ci_low, t.ci_high)]
+    if 'n_used' in t and N is not None: out['lines used'] = [f"{u}/{n}" for u, n in zip(t.n_used, N)]
+    for c, w in (('n_undefined', 'undefined'), ('n_not_reached', 'not reached'), ('n_at_edge', 'at edge')):
+        if c in t: out[w] = t[c]
+    out['noise M'], out['ratio'] = t['noise_mean'], t['ratio']
+    notes = []
+    for c, what in (('p_empirical_holm', f'empirical p against the {n_noise} noise features'),
+                    ('p_paired_holm', 'paired Wilcoxon p, flow lines vs their noise mean')):
+        if c not in t: continue
+        fl = p_floor(t, c, n_noise)
+        if fl.min() > alpha:
+            notes.append(f"The {what} (Holm) is not shown: it cannot go below {fl.min():.2g} here, above α = {alpha:g}.")
+            continue
+        out[f'{c.removesuffix("_holm")} (Holm)'] = [p if f <= alpha else 'n/a' for p, f in zip(t[c], fl)]
+        if (fl > alpha).any():
+            notes.append(f"The {what} is `n/a` where the row's defined lines are too few for it to reach α = {alpha:g}.")
+    return out, notes
+
+def member_table(t, # measure table of fgf_measure
+                 set_name:str, # a set row of it
+                 members:list, # its features
+                ):
+    "The set's M and each member's M alone, its defined lines and its share of the set's M."
+    import pandas as pd
+    t = t.reset_index(drop=True).set_index('name')
+    M = float(t.loc[set_name, 'M'])
+    rows = [dict(name=n, role='set' if n == set_name else 'member alone', M=float(t.loc[n, 'M']),
+                 undefined=f"{int(t.loc[n, 'n_undefined'])}/{int(t.loc[n, 'n_points'])}" if 'n_points' in t else int(t.loc[n, 'n_undefined']),
+                 share=float(t.loc[n, 'M']) / M if M > 0 else np.nan) for n in [set_name, *members]]
+    return pd.DataFrame(rows)
+
 # %% ../nbs/07_cli.ipynb #c51961ea
 def report_markdown(report:dict, tables:dict) -> str:
-    "The demo's report.md: data, test AUCs, FGF tables of both models, figures, timings."
+    "The demo's report.md: data, test AUCs, the set member by member, FGF tables of both models, figures, timings."
+    import pandas as pd
     d, s = report['data'], report['settings']
     auc = pd.DataFrame([{'model': m, 'lambda': v['lam'], 'best epoch': v['best_epoch'], 'valid AUC': v['best_valid_auc'],
                          'test AUC': v['test']['auc'], '95% CI': f"[{v['test']['ci_lo']:.3f}, {v['test']['ci_hi']:.3f}]"}
@@ -209,11 +310,26 @@ def report_markdown(report:dict, tables:dict) -> str:
          f"Models: `FGFNet3D(width={s['width']}, depth={s['depth']})`, {s['epochs']} epochs; the regularized one adds "
          f"λ·mean(1 − a_S) with S = {{{', '.join(s['set'])}}}, λ = {s['lam']:g}.", '',
          '## Test AUC (stratified bootstrap 95% CI)', '', md_table(auc, '.3f'), '']
+    sname = '+'.join(s['set'])
+    L += [f"## The set {{{', '.join(s['set'])}}}, member by member", '',
+          "Each member's M alone, the flow lines on which it is undefined (left out of its M), and its share of the "
+          "set's M (the members' gradients are not orthogonal, so shares need not add up to 1).", '']
     for m, t in tables.items():
+        if sname not in set(t.get('name', [])): continue
+        mt = member_table(t, sname, list(s['set']))
+        L += [f"**{m} model**", '', md_table(mt), '']
+        dom = mt[(mt.role != 'set') & (mt.share >= 0.9)]
+        for _, r in dom.iterrows():
+            rest = '; '.join(f"{o.name} alone M {o.M:.3g} (undefined on {o.undefined} lines)" for o in mt[(mt.role != 'set') & (mt.name != r['name'])].itertuples())
+            L += [f"The set's alignment is almost all {r['name']}'s ({r.share:.1%} of the set's M); {rest}.", '']
+    for m, t in tables.items():
+        shown, notes = report_table(t, s['n_noise'])
         L += [f"## Feature gradient flow, {m} model", '',
-              f"Test set, {s['n_noise']} random linear noise features ({s.get('noise', 'smooth')} baseline: see 04_flow), flow step 1/{s['steps_per_line']} of the linearized "
-              f"distance to the boundary (Heun), at most {s['max_steps']} steps.", '',
-              md_table(t[[c for c in MD_COLS if c in t]]), '', f"![{m}]({report['figures'][f'fgf_{m}']})", '']
+              f"Test set ({len(d['split']['test'])} cases, one flow line each), {s['n_noise']} random linear noise features ({s.get('noise', 'smooth')} baseline: see 04_flow), "
+              f"flow step 1/{s['steps_per_line']} of the linearized distance to the boundary (Heun), at most {s['max_steps']} steps. "
+              "Ratios and p values against noise features say how far above chance a feature stands, not that the model uses it "
+              "(a trained CNN beats noise on tumour-located features it does not use: see 11_validation).", '',
+              md_table(shown), '', *[x for n in notes for x in (n, '')], f"![{m}]({report['figures'][f'fgf_{m}']})", '']
     L += ['## Figures', ''] + [f"- `{f}`" for f in report['figures'].values()] + ['',
           f"![ROC]({report['figures']['roc']})", '', f"![training]({report['figures']['history']})", '',
           f"![flow montage]({report['figures']['flow_montage']})", '',
@@ -226,6 +342,13 @@ def report_markdown(report:dict, tables:dict) -> str:
 def _floats(s:str) -> tuple[float, ...]: return tuple(float(v) for v in s.split(','))
 def _step(s:str): return s if s == 'auto' else float(s)
 def _names(s:str) -> list[str]: return [v.strip() for v in s.split(',') if v.strip()]
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    "Shows an option's default once: not when its help already says it, nor for flags and None."
+    def _get_help_string(self, action):
+        h = action.help or ''
+        if 'default' in h or action.default in (None, False, argparse.SUPPRESS) or isinstance(action, argparse._StoreTrueAction): return h
+        return super()._get_help_string(action)
 
 def _set_arg(s:str) -> tuple[str, list[str]]:
     "`name=a,b` -> ('name', ['a', 'b'])."
@@ -258,23 +381,32 @@ def cmd_prepare(a) -> int:
     return 0
 
 # %% ../nbs/07_cli.ipynb #4d13f8f6
+def _lam_arg(s:str) -> float|str:
+    "--lam: a number >= 0, or 'auto'."
+    if s == 'auto': return s
+    try: v = float(s)
+    except ValueError: v = -1.
+    if not v >= 0: raise argparse.ArgumentTypeError(f"expected a number >= 0 or 'auto', found {s!r}")
+    return v
+
 def cmd_train(a) -> int:
     "Split the cache, train one model (optionally FGF-regularized), report test AUC."
     from fgflow.data import CohortDataset
     from fgflow.model import build_model, model_spec
     from fgflow.train import train, stratified_split, auc_ci
     from fgflow.io import FGFlowError
-    ds = CohortDataset(a.cache)
+    import torch
+    ds = open_cache(a.cache)
     parts = stratified_split(ds.labels, _floats(a.split), seed=a.seed)
     if len(parts) != 3: raise FGFlowError(f"--split needs three fractions train,valid,test; found {a.split!r}")
     dtr, dva, dte = (CohortDataset(a.cache, ids=[ds.ids[i] for i in p]) for p in parts)
-    feats = _names(a.features) if a.lam > 0 else None
+    feats = _names(a.features) if a.lam == 'auto' or a.lam > 0 else None
     torch.manual_seed(a.seed)
     spec = model_spec(a.arch, 2, **({'width': a.width, 'depth': a.depth} if a.arch == 'fgflownet' else {}))
     model = build_model(**spec)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     (out/'model.json').write_text(json.dumps(spec))
-    (out/'split.json').write_text(json.dumps({'cache': str(a.cache), 'seed': a.seed, 'train': dtr.ids, 'valid': dva.ids, 'test': dte.ids}))
+    write_split(out, a.cache, a.seed, train=dtr.ids, valid=dva.ids, test=dte.ids)
     r = train(model, dtr, dva, features=feats, lam=a.lam, epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, seed=a.seed,
               out_dir=out, resume=a.resume, patience=a.patience, progress=not a.quiet)
     r.history.to_csv(out/'history.csv', index=False)
@@ -287,6 +419,27 @@ def cmd_train(a) -> int:
     print(f"wrote {r.checkpoint}, {out/'history.csv'}, {out/'train.json'}")
     return 0
 
+# %% ../nbs/07_cli.ipynb #a16c0e11
+def _null_columns(a, ck:Path, model, arch:dict, data, fs, sets, t:pd.DataFrame, out:Path) -> pd.DataFrame:
+    "The measure table with the null-model test of fgflow.stats added (statistic, null_mean, null_sd, p, p_adj, significant)."
+    import functools
+    from fgflow.model import build_model
+    from fgflow.stats import checkpoint_null_test
+    from fgflow.io import FGFlowError
+    tr = va = None
+    if a.null:
+        sj = ck.parent/'split.json'
+        sp = json.loads(sj.read_text()) if sj.exists() else {}
+        if not (sp.get('train') and sp.get('valid')):
+            raise FGFlowError(f"{sj}: no train/valid case ids, so null models cannot repeat the training of {ck}; give --null-dir with trained null models")
+        tr, va = open_cache(a.cache, ids=sp['train']), open_cache(a.cache, ids=sp['valid'])
+    r = checkpoint_null_test(model, ck, data, fs, sets, k=a.null or None, null_dir=Path(a.null_dir) if a.null_dir else out/'null',
+                             train_data=tr, valid_data=va, model_fn=functools.partial(build_model, **arch),
+                             workers=a.null_workers, progress=not a.quiet)
+    cols = ['statistic', 'null_mean', 'null_sd', 'p', 'p_adj', 'significant']
+    r = r.set_index('name')[cols].rename(columns={'statistic': 'unique_share'})
+    return t.join(r, on='name') if 'name' in t.columns else t.join(r)
+
 # %% ../nbs/07_cli.ipynb #575091f8
 def cmd_measure(a) -> int:
     "FGF of features and sets vs noise for a trained checkpoint on (the test split of) a cache."
@@ -297,6 +450,9 @@ def cmd_measure(a) -> int:
     from fgflow.features import FEATURES, FeatureSet
     from fgflow.io import FGFlowError
     ck = Path(a.checkpoint)
+    if not ck.is_file(): raise FGFlowError(f"{ck}: no such checkpoint; train one with `fgflow train --cache CACHE --out RUN` (it writes RUN/best.pt) or run `fgflow demo`")
+    ids = read_test_ids(ck) if a.split == 'test' else None  # refuse before any work when the test cases are unknown
+    data = open_cache(a.cache, ids=ids)
     mj = ck.parent/'model.json'
     arch = json.loads(mj.read_text()) if mj.exists() else {'in_channels': 2}
     if a.width: arch['width'] = a.width
@@ -304,9 +460,7 @@ def cmd_measure(a) -> int:
     model = build_model(**arch)
     try: model.load_state_dict(load_checkpoint(ck)['model'])
     except RuntimeError as e: raise FGFlowError(f"{ck}: weights do not fit {arch}; give --width/--depth ({str(e).splitlines()[0]})")
-    sj = ck.parent/'split.json'
-    ids = json.loads(sj.read_text())['test'] if a.split == 'test' and sj.exists() else None
-    data = CohortDataset(a.cache, ids=ids)
+    if not a.quiet: print(f"measuring {len(data)} {'test cases (' + str(ck.parent/'split.json') + ')' if ids else 'cases (every case of the cache)'}")
     names = _names(a.features) if a.features else list(FEATURES)
     fs = FeatureSet(names, data.spacing, data.window)
     sets = dict(a.sets) if a.sets else None
@@ -314,11 +468,13 @@ def cmd_measure(a) -> int:
                       max_steps=a.max_steps, batch_size=a.batch_size, seed=a.seed, progress=not a.quiet)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     t = _table(res)
+    if a.null or a.null_dir: t = _null_columns(a, ck, model, arch, data, fs, sets, t, out)  # the test; noise ratios stay descriptive
     t.to_csv(out/'measure.csv')
-    (out/'measure.json').write_text(json.dumps(_clean({'checkpoint': str(ck), 'cache': str(a.cache), 'ids': data.ids,
-        'n_noise': a.n_noise, 'noise': a.noise, 'step': a.step, 'max_steps': a.max_steps, 'seed': a.seed, 'sets': sets,
+    (out/'measure.json').write_text(json.dumps(_clean({'checkpoint': str(ck), 'cache': str(a.cache), 'split': a.split, 'ids': data.ids,
+        'n_noise': a.n_noise, 'noise': a.noise, 'step': a.step, 'max_steps': a.max_steps, 'seed': a.seed, 'sets': sets, 'null': a.null, 'null_dir': a.null_dir,
         'table': t.reset_index().to_dict('records')}), indent=1))
-    _savefig(res.plot(), out/'fgf.png')
+    from fgflow.viz import plot_fgf
+    _savefig(plot_fgf(res, model=ck.parent.name + '/' + ck.name), out/'fgf.png')
     print(md_table(t))
     print(f"wrote {out/'measure.csv'}, {out/'measure.json'}, {out/'fgf.png'}")
     return 0
@@ -335,13 +491,18 @@ def cmd_demo(a) -> int:
     return 0
 
 # %% ../nbs/07_cli.ipynb #12c30f60
-def _archs() -> list[str]:
-    from fgflow.model import ARCHS
-    return list(ARCHS)
+class _Archs:
+    "The names of `fgflow.model.ARCHS`, looked up only when argparse uses them (so `fgflow --help` does not import torch)."
+    def __iter__(self):
+        from fgflow.model import ARCHS
+        return iter(list(ARCHS))
+    def __contains__(self, k) -> bool: return k in list(self)
+
+def _archs() -> _Archs: return _Archs()
 
 def parser() -> argparse.ArgumentParser:
     "The `fgflow` argument parser with its four subcommands."
-    F = argparse.ArgumentDefaultsHelpFormatter
+    F = _Help
     p = argparse.ArgumentParser('fgflow', description='Feature gradient flow for 3D CNNs on head-and-neck CT.', formatter_class=F)
     sub = p.add_subparsers(dest='command', metavar='COMMAND', required=True)
     d = sub.add_parser('demo', formatter_class=F, help='synthetic cohort -> two models -> FGF report',
@@ -377,12 +538,13 @@ def parser() -> argparse.ArgumentParser:
                                    '(+ lam * FGF penalty on --features), keep the best validation-AUC weights as RUN/best.pt.')
     t.add_argument('--cache', required=True, help='cache folder written by prepare')
     t.add_argument('--out', required=True, metavar='RUN', help='run folder (best.pt, last.pt, history.csv, split.json, model.json)')
-    t.add_argument('--lam', type=float, default=0.0, help='FGF penalty weight λ (0: plain training)')
+    t.add_argument('--lam', type=_lam_arg, default=0.0, help='FGF penalty weight λ (0: plain training), or "auto": λ = 100 with the '
+                   'sign-aware term, feature directions from the training labels (the recipe for training from scratch)')
     t.add_argument('--features', default=','.join(DEMO_SET), help='comma-separated feature set S of the penalty (used when lam > 0)')
     t.add_argument('--epochs', type=int, default=30, help='number of epochs')
     t.add_argument('--lr', type=float, default=1e-3, help='AdamW learning rate')
     t.add_argument('--batch-size', type=int, default=8, help='batch size')
-    t.add_argument('--arch', choices=_archs(), default='fgflownet', help="network: fgflownet (FGFNet3D, sized by --width/--depth) "
+    t.add_argument('--arch', choices=_archs(), metavar='ARCH', default='fgflownet', help="network, one of %(choices)s: fgflownet (FGFNet3D, sized by --width/--depth) "
                    "or a MONAI network (needs pip install 'fgflow[monai]'); recorded in RUN/model.json")
     t.add_argument('--width', type=int, default=8, help='FGFNet3D channel width')
     t.add_argument('--depth', type=int, default=4, help='FGFNet3D number of stages')
@@ -408,10 +570,15 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument('--steps-per-line', type=int, default=20, help="with --step auto: steps per linearized distance to the boundary")
     m.add_argument('--max-steps', type=int, default=200, help='steps before a line is marked not reached')
     m.add_argument('--batch-size', type=int, default=8, help='cases per batch')
-    m.add_argument('--split', choices=['test', 'all'], default='test', help='measure on the test split of split.json or on all cases')
+    m.add_argument('--split', choices=['test', 'all'], default='test', help="'test': the test cases recorded in split.json beside the checkpoint (refused when it is missing); 'all': every case of the cache, training cases included")
     m.add_argument('--width', type=int, default=None, help='model width (default: model.json beside the checkpoint)')
     m.add_argument('--depth', type=int, default=None, help='model depth (default: model.json beside the checkpoint)')
     m.add_argument('--seed', type=int, default=0, help='seeds the noise features')
+    m.add_argument('--null', type=int, default=0, metavar='K', help="test each feature and set against K null models, the checkpoint's "
+                   "training repeated on permuted labels (trained into --null-dir, reused when there; K >= 19 to reach 5%%): "
+                   "adds statistic (unique share), null_mean, null_sd, p, p_adj (max-T) and significant to the table")
+    m.add_argument('--null-dir', default=None, metavar='DIR', help='folder of the null models (default OUT/null); without --null: test against the finished ones there')
+    m.add_argument('--null-workers', type=int, default=1, help='processes training the null models in parallel (1 torch thread each)')
     m.add_argument('--quiet', action='store_true', help='no progress bars')
     m.set_defaults(fn=cmd_measure)
     return p

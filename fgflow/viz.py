@@ -136,13 +136,18 @@ def _auto_step(model, x:Tensor, threshold:float, steps_per_line:int) -> float:
     n = float(g.norm())
     return abs(f - threshold) / n / steps_per_line if n > 0 and f != threshold else 1e-3
 
-def _flow_path(model, x:Tensor, step, max_steps:int, threshold:float=0.0, method:str='euler', steps_per_line:int=20) -> list[Tensor]:
-    "The points (C,D,H,W) of the flow line from `x` (x itself first), from `flow_lines(keep_points=True)`."
+def _flow_path(model, x:Tensor, step, max_steps:int, threshold:float=0.0, method:str='euler', steps_per_line:int=20, status:bool=False):
+    "The points (C,D,H,W) of the flow line from `x` (x itself first), from `flow_lines(keep_points=True)`; with `status`, also how it ended."
     from fgflow.flow import flow_lines
     x = x.detach().float()
     if step == 'auto': step = _auto_step(model, x, threshold, steps_per_line)
     fl = flow_lines(model, x[None], step=step, max_steps=max_steps, threshold=threshold, method=method, keep_points=True)
-    return [p.clone() for p in fl.points[0, :int(fl.n_steps[0]) + 1]]
+    pts = [p.clone() for p in fl.points[0, :int(fl.n_steps[0]) + 1]]
+    if not status: return pts
+    edge = getattr(fl, 'at_edge', None)
+    how = ('reached the boundary' if bool(fl.reached[0]) else "stopped at the domain's edge" if edge is not None and bool(edge[0])
+           else 'stopped: ∇f vanished' if bool(fl.stuck[0]) else 'boundary not reached')
+    return pts, how
 
 def _mid_slice(x) -> int:
     "The axial index through the mask centroid (the middle slice when the mask is empty)."
@@ -166,7 +171,7 @@ def plot_flow_montage(model, # maps (B,C,D,H,W) to (B,) logits
                      ) -> plt.Figure:
     "CT slices at points along one flow line with ∇f overlaid, logit in each title, colour bars for HU and ∇f."
     x = torch.as_tensor(_np(x), dtype=torch.float32)
-    pts = points if points is not None else _flow_path(model, x, step, max_steps, threshold, steps_per_line=steps_per_line)
+    pts, how = (points, None) if points is not None else _flow_path(model, x, step, max_steps, threshold, steps_per_line=steps_per_line, status=True)
     idx = np.unique(np.linspace(0, len(pts) - 1, min(n_panels, len(pts))).round().astype(int))
     k = _mid_slice(x) if slice is None else int(slice)
     grads = [_np(_grad_f(model, pts[i]))[channel, k] for i in idx]
@@ -182,7 +187,7 @@ def plot_flow_montage(model, # maps (B,C,D,H,W) to (B,) logits
     fig.colorbar(gr, ax=list(axs[0]), shrink=0.8, pad=0.01, label=f'∇f, channel {channel} (logit per input unit)')
     fig.colorbar(ct, ax=list(axs[0]), shrink=0.8, pad=0.01, label='CT (HU)')
     who = ', '.join(s for s in (f'{model_name} model' if model_name else '', f'case {case}' if case else '') if s)
-    fig.suptitle((who + ': ' if who else '') + f'flow line toward the decision boundary f = {threshold:g} ({len(pts) - 1} steps)\n'
+    fig.suptitle((who + ': ' if who else '') + f'flow line toward the decision boundary f = {threshold:g} ({len(pts) - 1} steps' + (f': {how})' if how else ')') + '\n'
                  f'∇f overlaid (red raises, blue lowers the logit) on the axial slice at z index {k}; gold: GTV contour', fontsize=9)
     return fig
 

@@ -79,7 +79,6 @@ def test_montage_from_points_titles_and_logits():
     assert _img(fig).std() > 1  # not blank
 
 def test_montage_follows_flow_line():
-    pytest.importorskip('fgflow.flow')
     m, x = Toy(), blob()
     fig = viz.plot_flow_montage(m, x, n_panels=5)
     assert 2 <= len(panels(fig)) <= 5
@@ -87,10 +86,19 @@ def test_montage_follows_flow_line():
     assert t[0].startswith('step 0')
     f0 = float(m(x[None]).detach())
     assert t[0].endswith(f'{f0:+.3f}')
-    assert abs(float(t[-1].split('f = ')[1])) < 0.01  # the last panel is on the decision boundary f = 0
+    how = fig.get_suptitle().split('steps: ')[1].split(')')[0]  # how the line ended, from flow_lines
+    fl = __import__('fgflow.flow', fromlist=['flow_lines']).flow_lines(m, x[None], step=viz._auto_step(m, x, 0., 20), max_steps=40)
+    assert how == ('reached the boundary' if fl.reached[0] else "stopped at the domain's edge" if fl.at_edge[0] else how)
+    if fl.reached[0]: assert abs(float(t[-1].split('f = ')[1])) < 0.01  # the last panel is on the decision boundary f = 0
+    # a line in an unbounded domain does reach the boundary: the montage of its points ends at f = 0
+    fu = __import__('fgflow.flow', fromlist=['flow_lines']).flow_lines(m, x[None], step=viz._auto_step(m, x, 0., 20), max_steps=60,
+                                                                       keep_points=True, domain=None)
+    assert bool(fu.reached[0])
+    pts = list(fu.points[0, :int(fu.n_steps[0]) + 1])
+    t = [a.get_title() for a in panels(viz.plot_flow_montage(m, x, points=pts, n_panels=5))]
+    assert abs(float(t[-1].split('f = ')[1])) < 0.01
 
 def test_explorer_widget_controls_and_updates():
-    pytest.importorskip('ipywidgets'); pytest.importorskip('fgflow.flow')
     m, x = Toy(), blob()
     w = viz.explore(x, m, ['volume', 'mean'], spacing=(2., 2., 2.), max_steps=30)
     assert sorted(w.controls) == ['channel', 'feature', 'flow', 'mask', 'overlay', 'slice']
@@ -105,13 +113,11 @@ def test_explorer_widget_controls_and_updates():
         seen.add(bytes(w.image.value))
 
 def test_explorer_without_model_has_no_grad_f():
-    pytest.importorskip('ipywidgets')
     w = viz.explore(blob(), None, ['volume'])
     assert 'grad f' not in w.controls['overlay'].options and w.controls['flow'].disabled
     assert len(w.case.path) == 1
 
 def test_explorer_static_fallback():
-    pytest.importorskip('fgflow.flow')
     m, x = Toy(), blob()
     fig = viz.explore(x, m, ['volume', 'mean'], spacing=(2., 2., 2.), max_steps=30, static=True)
     titles = [a.get_title() for a in fig.axes]
