@@ -1,44 +1,102 @@
-"fgflow.validation: the study's bookkeeping on hand-made score tables (the study itself runs in nbs/11_validation)."
-import numpy as np, pandas as pd, pytest
+"fgflow.validation: truths, interventions, effects, the study's files and `fgflow study` (tiny config end to end)."
+import json, time
+import numpy as np, pandas as pd, pytest, torch
 from fgflow.features import FEATURES
-from fgflow.validation import (ValidationError, read_study, relabel, role, summarize_study, truth)
+from fgflow.phantoms import FACTORS, LABEL_RULES, factor_sd
+from fgflow.validation import (EFFECT_COLUMNS, FEATURE_FACTOR, METHODS, MODEL_COLUMNS, VERDICT_COLUMNS, ValidationError,
+                               factor_effects, intervention_logits, parse_seeds, read_study, rule_factors, run_study,
+                               study_labels, study_split, summarize_study, truth)
+from fgflow.cli import main
 
 
-def _scores(rule, seed, method, order, sig=()):
-    "One plain model's feature rows: `order` lists feature names from rank 1 down; `sig` are significant."
-    names = list(order) + [n for n in FEATURES if n not in order]
-    return pd.DataFrame(dict(name=names, kind='feature', method=method, score=np.arange(len(names), 0, -1.),
-                             rank=np.arange(1, len(names) + 1.), p_holm=[0.001 if n in sig else 0.5 for n in names],
-                             role=[role(rule, n) for n in names], rule=rule, seed=seed, model='plain'))
+def test_truth_maps_every_feature_to_a_factor():
+    assert sorted(FEATURE_FACTOR) == sorted(FEATURES)
+    assert set(FEATURE_FACTOR.values()) <= set(FACTORS) | {'none'}
+    assert rule_factors('null') == [] and rule_factors('position') == ['pos_x', 'pos_z']
+    for r in LABEL_RULES: assert {FEATURE_FACTOR[f] for f in truth(r)} == set(rule_factors(r))
+    with pytest.raises(ValidationError, match="unknown rule 'shape'"): truth('shape')
 
 
-def test_summary_counts_ranks_and_false_positives():
-    rule = 'volume+elongation'
-    sc = pd.concat([_scores(rule, 0, 'fgf_global', ['volume', 'elongation'], sig=['volume', 'mean']),
-                    _scores(rule, 1, 'fgf_global', ['mean', 'volume', 'elongation'], sig=['mean', 'centroid_x']),
-                    _scores('null', 0, 'fgf_global', ['mean'], sig=['mean']),
-                    _scores('null', 1, 'fgf_global', ['mean'])], ignore_index=True)
-    md = pd.DataFrame(dict(rule=[rule, rule, 'null', 'null'], seed=[0, 1, 0, 1], model='plain', auc=[0.8, 0.9, 0.5, 0.4],
-                           M_truth=[0.1, 0.2, np.nan, np.nan], ratio_truth=[10., 20., np.nan, np.nan], M_S=np.nan, ratio_S=np.nan))
-    S = summarize_study(sc, md)
-    t = S['truth'].set_index(['rule', 'method']).loc[(rule, 'fgf_global')]
-    assert (t.top1_true, t.all_true_on_top, t.seeds) == (1, 1, 2)
-    assert t['mean rank of true'] == 'volume 1.5 · elongation 2.5'
-    assert t['true significant'] == '1/4'
-    n_irr = sum(role(rule, n) == 'irrelevant' for n in FEATURES)
-    assert t['irrelevant significant'] == f'3/{2 * n_irr}'
-    c = S['calibration'].set_index(['method', 'rule'])
-    assert c.loc[('fgf_global', 'null'), 'significant'] == 1 and c.loc[('fgf_global', 'null'), 'tested'] == 2 * len(FEATURES)
-    assert c.loc[('fgf_global', 'null'), 'seeds_with_any'] == 1
-    assert c.loc[('fgf_global', rule), 'rate'] == pytest.approx(3 / (2 * n_irr))
-    assert S['auc'].set_index('rule').loc[rule, 'mean'] == pytest.approx(0.85)
+def test_labels_and_split():
+    fac = pd.DataFrame({k: np.random.default_rng([3, i]).uniform(lo, hi, 400) for i, (k, (lo, hi, *_)) in enumerate(FACTORS.items())})
+    ys = {r: study_labels(fac, r, 3) for r in LABEL_RULES}
+    u = np.random.default_rng([3, 2**31]).random(400)
+    for r, (y, p) in ys.items(): assert (y == (u < p)).all() and 0.2 < y.mean() < 0.4
+    parts = study_split(400, 3, (0.5, 0.25, 0.25), [y for y, _ in ys.values()])
+    assert [len(p) for p in parts] == [200, 100, 100] and len(np.unique(np.concatenate(parts))) == 400
 
 
-def test_truth_relabel_and_errors(tmp_path):
-    assert truth('null') == [] and truth('position') == ['centroid_x', 'centroid_z']
-    clin = pd.DataFrame({n: np.random.default_rng(0).normal(size=50) for n in FEATURES})
-    y = relabel(clin, 'intensity', seed=4)
-    assert set(np.unique(y)) <= {0, 1} and 5 < y.sum() < 30
-    assert (relabel(clin, 'intensity', seed=4) == y).all() and not (relabel(clin, 'intensity', seed=5) == y).all()
-    with pytest.raises(ValidationError, match="unknown rule 'shape'"): relabel(clin, 'shape', 0)
-    with pytest.raises(ValidationError, match='scores.csv, models.csv, study.json missing'): read_study(tmp_path)
+def test_factor_effects_recovers_a_known_response():
+    rng = np.random.default_rng(0)
+    n, F = 100, len(FACTORS)
+    base = rng.normal(0, 2.0, n)                                          # logit SD about 2
+    moved = np.where(rng.random((F, n)) < 0.1, -1.0, 1.0)                 # some cases stepped down (hard limit)
+    resp = np.zeros(F); resp[list(FACTORS).index('size')] = 0.8; resp[list(FACTORS).index('pos_x')] = 0.05
+    logits = np.vstack([base, base + moved * resp[:, None] + rng.normal(0, 0.01, (F, n))])
+    e = factor_effects(logits, moved, share=0.1, n_boot=500).set_index('factor')
+    assert e.effect['size'] == pytest.approx(0.8, abs=0.01) and e.used['size']
+    assert e.ci_low['pos_x'] > 0 and not e.used['pos_x']                 # precise but below 0.1 x SD: not used
+    assert not e.used.drop(['size', 'pos_x']).any()
+    assert (e.ci_low <= e.effect).all() and (e.effect <= e.ci_high).all()
+
+
+class _Sum(torch.nn.Module):
+    "Logit = occupancy volume in the crop (voxels)."
+    def forward(self, x): return x[:, 1].sum((1, 2, 3))
+
+
+def test_interventions_reach_the_model_through_the_crop():
+    cfg = dict(matrix=48, spacing=3.0, size=36, window=(-200., 300.))
+    lg, moved = intervention_logits({'vol': _Sum()}, 2, [0, 1, 2], cfg)
+    e = factor_effects(lg['vol'], moved, share=0.2, n_boot=200).set_index('factor')
+    assert e.used[e.used].index.tolist() == ['size']
+    ratio = (lg['vol'][1 + list(FACTORS).index('size')] / lg['vol'][0]) ** (1 / moved[0])
+    assert ratio == pytest.approx(np.exp(3 * factor_sd('size')), rel=0.15)
+
+
+def test_bad_arguments_write_nothing(tmp_path, capsys):
+    assert parse_seeds('5-9') == [5, 6, 7, 8, 9]
+    out = tmp_path / 'out'
+    assert main(['study', '--seeds', '9-5', '--work', str(tmp_path / 'w'), '--out', str(out), '--quiet']) == 2
+    assert 'start > end' in capsys.readouterr().err
+    assert main(['study', '--seeds', '5', '--rules', 'volume,null', '--work', str(tmp_path / 'w'), '--out', str(out)]) == 2
+    assert "unknown rule 'volume'" in capsys.readouterr().err
+    assert main(['study', '--seeds', '3000000000', '--work', str(tmp_path / 'w'), '--out', str(out)]) == 2
+    assert 'must lie in [0, 2**31)' in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / 'w').exists()
+    other = tmp_path / 'other'; other.mkdir(); (other / 'verdicts.csv').write_text('a\n1\n')
+    assert main(['study', '--seeds', '5', '--work', str(tmp_path / 'w'), '--out', str(other), '--config', 'tiny']) == 2
+    assert 'no study.json' in capsys.readouterr().err
+    assert sorted(p.name for p in other.iterdir()) == ['verdicts.csv'] and not (tmp_path / 'w').exists()
+
+
+def test_tiny_study_end_to_end(tmp_path, capsys):
+    "`fgflow study --config tiny`: the files and their columns, resume, and refusal of another study's OUT."
+    out, work = tmp_path / 'out', tmp_path / 'work'
+    t0 = time.perf_counter()
+    assert main(['study', '--seeds', '7', '--rules', 'all', '--work', str(work), '--out', str(out), '--config', 'tiny', '--quiet']) == 0
+    assert time.perf_counter() - t0 < 300
+    md, ef, vd, st = read_study(out)
+    assert list(md.columns) == MODEL_COLUMNS and list(ef.columns) == EFFECT_COLUMNS and list(vd.columns) == VERDICT_COLUMNS
+    plain = md[md.model == 'plain']
+    assert sorted(plain.rule) == sorted(LABEL_RULES) and (plain.init == 'scratch').all()
+    assert {'reg_true', 'reg_wrong', 'null_0', 'null_1'} <= set(md.model)
+    assert ((plain.bayes_auc > 0.5) | (plain.rule == 'null')).all() and (md.n_test == 15).all()
+    assert set(vd.method) == set(METHODS) and (vd.split == 'heldout').all()
+    assert len(vd[(vd.model == 'plain') & (vd.rule == 'null')]) == len(METHODS) * len(FEATURES)
+    v = vd[(vd.rule == 'volume+elongation') & (vd.model == 'plain') & (vd.feature == 'volume')]
+    assert v.rule_uses.all() and (v.factor == 'size').all()
+    e = ef[(ef.rule == 'volume+elongation') & (ef.model == 'plain')].set_index('factor')
+    assert (v.used == e.used['size']).all() and e.rule_uses['size'] and not e.rule_uses['mean_hu']
+    assert st['seeds'] == {'7': 'heldout'} and st['default_method'] == 'fgf_null' and set(st['seconds']['7']) >= {'train', 'interventions', 'total'}
+    # resume: the finished seed is not recomputed
+    (out / 'models.csv').unlink()
+    t0 = time.perf_counter(); run_study(work, out, [7], 'all', 'tiny', progress=False)
+    assert time.perf_counter() - t0 < 10 and (out / 'models.csv').exists()
+    # another study's OUT is refused and left as it was
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert main(['study', '--seeds', '7', '--rules', 'null', '--work', str(work), '--out', str(out), '--config', 'tiny']) == 2
+    assert 'holds another study' in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    S = summarize_study(md, ef, vd)
+    assert set(S['methods'].method) == set(METHODS) and (S['auc'].n_test == 15).all()
