@@ -1,5 +1,5 @@
-"The static docs site (tools/build_docs.py): every notebook a page, links and images resolve, nav, API, screenshot."
-import base64, importlib, inspect, re, shutil, subprocess, sys
+"The static docs site (tools/build_docs.py): every notebook a page, links and images resolve, nav, API, search, CLI help, browser checks."
+import base64, functools, http.server, importlib, inspect, json, re, shutil, subprocess, sys, threading
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -7,6 +7,7 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+_SRC = {p: p.read_text() for p in (ROOT/'fgflow').glob('*.py')}   # the sources before the build imports them
 sys.path.insert(0, str(ROOT/'tools'))
 import build_docs
 
@@ -154,22 +155,166 @@ def test_a_broken_notebook_is_named_and_fails(tmp_path, capsys):
         build_docs.build(tmp_path/'site', nbs=nbs, log=lambda *a: None)
 
 
-@pytest.mark.skipif(shutil.which('chromium') is None, reason='chromium not installed (apt-get install chromium)')
-def test_index_screenshot_is_not_blank(site, tmp_path):
-    out, _, _, nbs = site
-    png = tmp_path/'index.png'
+def test_no_link_to_the_published_site_or_LNone(site):
+    "API-name links point at pages and anchors written here (checked by the link test), never at the published site."
+    _, _, pages, _ = site
+    own = build_docs._site_url()
+    n_api = 0
+    for name, pg in pages.items():
+        assert not [u for u in pg.links if u.startswith(own)], (name, [u for u in pg.links if u.startswith(own)][:3])
+        assert not [u for u in pg.links if 'LNone' in u], name
+        n_api += sum(bool(re.match(r'^\d\d_\w+\.html#', u)) for u in pg.links)
+    assert n_api > 50                                          # cross-page links on API names survived as local links
+
+
+def test_source_links_have_real_line_numbers(site):
+    _, _, pages, _ = site
+    from nbdev.config import get_config
+    cfg = get_config(path=ROOT)
+    n = 0
+    for name, pg in pages.items():
+        for u in pg.links:
+            if not u.startswith(cfg.git_url + '/blob/'): continue
+            m = re.fullmatch(re.escape(f'{cfg.git_url}/blob/{cfg.branch}/') + r'(\S+?)#L(\d+)', u)
+            assert m, (name, u)
+            f = ROOT/m.group(1)
+            if f.read_text() != _SRC.get(f): continue           # changed by someone while these tests ran
+            lines = f.read_text().splitlines()
+            assert re.match(r'\s*(@|def |async def |class )', lines[int(m.group(2)) - 1]), (name, u, lines[int(m.group(2)) - 1])
+            n += 1
+    assert n > 100
+
+
+def test_no_object_addresses(site):
+    out, _, pages, _ = site
+    for name in pages:
+        text = (out/name).read_text(encoding='utf-8')
+        assert not re.search(r' at 0x[0-9a-fA-F]{4,}', text), (name, re.search(r'.{60} at 0x[0-9a-fA-F]+', text))
+
+
+def test_search_index_ships_with_the_site(site):
+    out, _, pages, _ = site
+    assert (out/'pagefind'/'pagefind.js').is_file() and (out/'pagefind'/'pagefind-ui.js').is_file()
+    entry = json.loads((out/'pagefind'/'pagefind-entry.json').read_text())
+    assert sum(lang['page_count'] for lang in entry['languages'].values()) == len(pages)
+    assert list((out/'pagefind'/'fragment').glob('*.pf_fragment'))
+
+
+def test_every_page_has_top_bar_search_toc_dark_mode(site):
+    out, _, pages, _ = site
+    for name in pages:
+        text = (out/name).read_text(encoding='utf-8')
+        assert '<header class="fgf-top">' in text and '<div id="search"' in text and 'pagefind/pagefind-ui.js' in text, name
+        assert '<main class="fgf-main" data-pagefind-body>' in text and '@media (prefers-color-scheme: dark)' in text, name
+        assert '<details class="fgf-toc"' in text or len(re.findall(r'<h[23] id=', text)) < 2, name
+
+
+def test_cli_page_shows_generated_help(site):
+    "Each subcommand's --help, as fgflow.cli.parser() prints it now (generated at build time, not pasted)."
+    out, _, _, _ = site
+    import argparse, html as html_
+    from fgflow.cli import parser
+    text = html_.unescape(re.sub(r'<[^>]+>', '', (out/'07_cli.html').read_text(encoding='utf-8')))
+    p = parser()
+    subs = [n for a in p._actions if isinstance(a, argparse._SubParsersAction) for n in a.choices]
+    assert 'usage: fgflow' in text and len(subs) >= 4
+    for n in subs:
+        assert f'usage: fgflow {n}' in text, n
+        assert f'fgflow {n} --help' in text, n
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *a): pass
+
+
+def _serve(folder):
+    srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(_Quiet, directory=str(folder)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, f'http://127.0.0.1:{srv.server_address[1]}/'
+
+
+# A page of the test (not of the site) that opens pages in iframes of given sizes, reads their layout, opens the
+# menu; and types a search into index.html (?q=), then follows the result that names the anchor.
+_PROBE = """<!doctype html><html><body><pre id="out">pending</pre><script>
+const res = {}, jobs = JOBS, term = TERM;
+function rect(d, w, s) { const e = d.querySelector(s); if (!e) return null; const b = e.getBoundingClientRect(), cs = w.getComputedStyle(e);
+  return {left: b.left, right: b.right, width: b.width, height: b.height,
+          shown: cs.visibility !== 'hidden' && cs.display !== 'none' && b.right > 0 && b.width > 0 && b.height > 0}; }
+function done() { if (Object.keys(res).length === jobs.length + 1) document.getElementById('out').textContent = JSON.stringify(res); }
+for (const [key, page, w, h] of jobs) {
+  const f = document.createElement('iframe'); f.width = w; f.height = h; f.src = page; document.body.appendChild(f);
+  f.onload = () => setTimeout(() => { const d = f.contentDocument, win = f.contentWindow, r = s => rect(d, win, s);
+    const o = {nav: r('nav.fgf-nav'), top: r('header.fgf-top'), main: r('main.fgf-main'), search: r('#search input'),
+               toc: r('details.fgf-toc'), tocOpen: !!(d.querySelector('details.fgf-toc') || {}).open, menu: r('.fgf-menu'),
+               brand: (d.querySelector('header.fgf-top .brand') || {}).textContent, overflow: d.documentElement.scrollWidth - win.innerWidth};
+    const st = d.createElement('style'); st.textContent = '* { transition: none !important; }'; d.head.appendChild(st);
+    d.querySelector('.fgf-menu').click();             // (no transition: virtual time need not run animations)
+    setTimeout(() => { o.navMenu = r('nav.fgf-nav'); res[key] = o; done(); }, 1000); }, 800);
+}
+const s = document.createElement('iframe'); s.width = 1280; s.height = 900; s.src = 'index.html?q=' + encodeURIComponent(term);
+document.body.appendChild(s);
+let tries = 0;   // each poll waits on a real fetch: virtual time stands still meanwhile, while pagefind loads and searches
+s.onload = () => { if (res.search) return; const poll = async () => {
+  const d = s.contentDocument, msg = (d.querySelector('.pagefind-ui__message') || {}).textContent || '';
+  const links = [...d.querySelectorAll('.pagefind-ui__result-link')].map(a => a.getAttribute('href'));
+  const n = (msg.match(/^(\d+) result/) || [])[1];      // "N results for ..." once the search is done
+  const complete = n !== undefined && d.querySelectorAll('.pagefind-ui__result').length == +n && !d.querySelector('.pagefind-ui__loading');
+  if (!complete && ++tries < 3000) { await fetch('index.html?poll=' + tries, {cache: 'no-store'}); return poll(); }
+  res.search = {links}; const go = links.find(u => u.endsWith('#' + term)) || links[0];
+  if (!go) return done();
+  s.onload = () => { const w = s.contentWindow, id = decodeURIComponent(w.location.hash.slice(1)), t = id && s.contentDocument.getElementById(id);
+    res.search.landed = {path: w.location.pathname, id, text: t ? t.textContent : null}; done(); };
+  s.contentWindow.location.href = go; };
+  poll(); };
+</script></body></html>"""
+
+SIZES = {'desktop': (1280, 900), 'phone': (390, 844)}
+BROWSER_PAGES = ('index.html', '03_features.html', '07_cli.html')
+
+
+def _chromium(tmp_path, *args):
     cmd = ['chromium', '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
            '--disable-background-networking', '--disable-component-update', '--disable-sync',
-           f'--user-data-dir={tmp_path/"profile"}', f'--screenshot={png}', '--window-size=1200,900',
-           (out/'index.html').as_uri()]
-    subprocess.run(cmd, capture_output=True, timeout=60)
-    assert png.is_file() and png.stat().st_size > 1000
-    import matplotlib.image as mpimg
-    import numpy as np
-    img = mpimg.imread(png)[..., :3]
-    assert img.shape[:2] == (900, 1200)
-    nonwhite = (img.min(axis=2) < 0.95).mean()
-    assert 0.02 < nonwhite < 0.9, nonwhite
-    assert len(np.unique((img*255).astype(np.uint8).reshape(-1, 3), axis=0)) > 10
-    # the sidebar (left 230 px) is shaded and the text area has dark glyphs
-    assert img[:, :200].mean() < 0.99 and (img[:, 260:].min(axis=2) < 0.3).mean() > 0.001
+           f'--user-data-dir={tmp_path/"profile"}', *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+
+
+@pytest.mark.skipif(shutil.which('chromium') is None, reason='chromium not installed (apt-get install chromium)')
+def test_browser_layout_and_search(site, tmp_path):
+    "Three pages at desktop and phone widths (layout read in the browser, screenshots), and a search that lands on its page."
+    out, _, _, _ = site
+    jobs = [[f'{p}@{k}', p, *wh] for p in BROWSER_PAGES for k, wh in SIZES.items()]
+    (out/'_probe.html').write_text(_PROBE.replace('JOBS', json.dumps(jobs)).replace('TERM', json.dumps('fgf_measure')))
+    srv, url = _serve(out)
+    try:
+        r = _chromium(tmp_path, '--dump-dom', '--virtual-time-budget=30000', url + '_probe.html')
+        m = re.search(r'<pre id="out">(.*?)</pre>', r.stdout, re.S)
+        assert m and m.group(1) != 'pending', r.stdout[-500:] + r.stderr[-500:]
+        res = json.loads(m.group(1))
+        shots = {}
+        for p in BROWSER_PAGES:
+            for k, (w, h) in SIZES.items():
+                png = tmp_path/f'{p[:-5]}_{k}.png'
+                _chromium(tmp_path, f'--screenshot={png}', f'--window-size={w},{h}', '--virtual-time-budget=3000', url + p)
+                shots[p, k] = png
+    finally: srv.shutdown()
+    for p in BROWSER_PAGES:
+        d, ph = res[f'{p}@desktop'], res[f'{p}@phone']
+        for o in (d, ph):                                       # top bar with the project's name and a search box
+            assert o['top']['shown'] and o['brand'] == 'fgflow' and o['search']['shown'] and o['overflow'] <= 0, (p, o)
+            assert o['toc'] and o['toc']['shown'], p
+        assert d['nav']['shown'] and d['nav']['width'] >= 200 and d['main']['left'] >= d['nav']['right'], (p, d)
+        assert not d['menu']['shown'] and d['tocOpen'] and d['toc']['left'] >= d['main']['right'], (p, d)
+        assert not ph['nav']['shown'] and ph['menu']['shown'] and ph['main']['left'] < 40, (p, ph)   # sidebar collapsed
+        assert ph['navMenu']['shown'] and not ph['tocOpen'], (p, ph)                                    # the menu opens it
+        import matplotlib.image as mpimg, numpy as np
+        for k, (w, h) in SIZES.items():
+            img = mpimg.imread(shots[p, k])[..., :3]
+            assert img.shape[:2] == (h, w), (p, k, img.shape)
+            assert 0.01 < (img.min(axis=2) < 0.5).mean() < 0.5, (p, k)          # dark glyphs, not a blank page
+            band = img[5:45, :].mean(axis=2)                                    # the top bar is shaded, not white
+            assert ((band > 0.85) & (band < 0.985)).mean() > 0.2, (p, k)
+    hits = res['search']['links']
+    assert hits and hits[0].lstrip('/').split('#')[0] == '04_flow.html', hits          # fgf_measure's own page first
+    landed = res['search']['landed']
+    assert landed['path'].endswith('/04_flow.html') and landed['id'] == 'fgf_measure' and 'fgf_measure' in landed['text'], landed
