@@ -93,6 +93,10 @@ def _nan_ratio(num:Tensor, den:Tensor) -> Tensor:
     "num / den, NaN where den is not > 0."
     return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.full_like(den, float('nan')))
 
+def _sq(gf:Tensor) -> Tensor:
+    "‖gf‖² per row (B,) in float64."
+    return torch.linalg.vector_norm(gf.detach().flatten(1), dim=1, dtype=torch.float64) ** 2
+
 def _cos2(gf:Tensor, G:Tensor) -> Tensor:
     "cos² of gf (B, d) with each row of G (B, K, d); NaN where a norm vanishes."
     gf, G = gf.double(), G.double()
@@ -111,12 +115,12 @@ def _weights_on(W:Tensor, device, dtype) -> tuple[Tensor, Tensor, Tensor]:
         hit = _SQ[key] = (weakref.ref(W), W._version, Wd, W2, W2.sum(1, dtype=torch.float64))
     return hit[2:]
 
-def _noise_cos2(gf:Tensor, x:Tensor, noise) -> Tensor:
+def _noise_cos2(gf:Tensor, x:Tensor, noise, g2:Tensor|None=None) -> Tensor:
     "cos² with each noise feature (B, n) without materializing (B, n, d)."
     (W, W2, wn), s = _weights_on(noise.weights, gf.device, gf.dtype), noise.support(x)
     num = ((gf if s is None else gf * s) @ W.T).double() ** 2
     wn = wn[None] if s is None else (s @ W2.T).double()                 # s is 0/1: s * s = s
-    return _nan_ratio(num, wn * (gf.double() ** 2).sum(1, keepdim=True))
+    return _nan_ratio(num, wn * (_sq(gf) if g2 is None else g2)[:, None])
 
 def _feature_rep(features, x:Tensor) -> _Factored:
     "The features' gradients at x, factored for a `FeatureSet` (closed forms never materialized), dense otherwise."
@@ -131,7 +135,8 @@ def _align_grad(gf:Tensor, x:Tensor, features, sets:dict[str, list[int]], rtol:f
         c, S = _noise_cos2(gf, x, features), gf.new_zeros(len(gf), 0, dtype=torch.float64)
         return (c, S, None) if keep_G else (c, S)
     rep = _feature_rep(features, x)
-    c, g2 = rep.dots(gf), (gf.detach().double() ** 2).sum(1)
+    gf64 = gf.detach().double()
+    c, g2 = rep.dots(gf64), (gf64[:, None, :] @ gf64[:, :, None]).view(-1)
     S = []
     for idx in sets.values():
         R = rep.rows(idx)
@@ -367,8 +372,8 @@ class FGFResult:
         ax.set_xticklabels(und + ([] if per_row else [f"noise\n(R={len(self.noise)})"]), rotation=30, ha='right')
         if n and 'n_not_reached' in t:                      # line counts: the same for every feature and set
             r0 = t.iloc[0]; nr, ne, ns = int(r0.n_not_reached), int(r0.get('n_at_edge', 0)), int(r0.get('n_stuck', 0))
-            ax.text(0.01, 0.99, f"{int(r0.n_points)} lines: {int(r0.n_points) - nr} reached f = τ, {ne} stopped at the domain's edge, "
-                    f"{ns} where ∇f = 0, {nr - ne - ns} out of steps", transform=ax.transAxes, va='top', fontsize=7, color='0.3')
+            ax.set_xlabel(f"{int(r0.n_points)} flow lines: {int(r0.n_points) - nr} reached f = τ, {ne} stopped at the domain's edge, "
+                          f"{ns} where ∇f = 0, {nr - ne - ns} out of steps", fontsize=7, color='0.3')
         ax.set_ylabel('M (mean alignment along flow lines)')
         if title: ax.set_title(title)
         return ax
@@ -441,7 +446,7 @@ class MatchedNoise:
         reg = self.region(x).reshape(B, -1).to(gf.dtype)                     # (B, N), 0/1, the same on every channel
         g = gf.reshape(B, C, -1) * reg[:, None]
         sel = ((code[..., None] >> torch.arange(C, device=code.device)) & 1).double()   # (B, J, C) channels of row j
-        gn = (gf.double() ** 2).sum(1)[:, None, None]
+        gn = _sq(gf)[:, None, None]
         out = torch.full((B, J, self.n), float('nan'), dtype=torch.float64, device=gf.device)
         for l in torch.unique(level).tolist():                              # one set of weights per smoothing level
             W, W2, _ = _weights_on(self.weights_at(l), gf.device, gf.dtype)

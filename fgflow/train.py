@@ -22,7 +22,7 @@ from .features import FeatureSet
 from .flow import projection_fraction, input_gradients
 
 # %% auto #0
-__all__ = ['LAM_AUTO', 'TrainingError', 'stratified_split', 'stratified_kfold', 'roc_auc', 'auc_ci', 'fgf_penalty',
+__all__ = ['LAM_AUTO', 'TrainingError', 'stratified_split', 'stratified_kfold', 'roc_auc', 'auc_ci', 'gram_pinv', 'fgf_penalty',
            'CouplingError', 'sample_coupling', 'check_coupling', 'Augment', 'load_checkpoint', 'TrainResult',
            'feature_directions', 'sign_penalty', 'train', 'TensorCohort']
 
@@ -109,16 +109,6 @@ def _eval_mode(model:nn.Module):
     finally:
         for m, t in modes: m.training = t
 
-# %% ../nbs/05_train.ipynb #0f199351
-@contextmanager
-def _eval_mode(model:nn.Module):
-    "Context: the whole model in eval mode (BatchNorm with its running statistics), each module's mode restored after."
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try: yield model
-    finally:
-        for m, t in modes: m.training = t
-
 # %% ../nbs/05_train.ipynb #6fe9943b
 def _features(features, data=None) -> FeatureSet|None:
     "A FeatureSet from a FeatureSet-like object or a list of names (spacing/window from `data`)."
@@ -127,9 +117,31 @@ def _features(features, data=None) -> FeatureSet|None:
     sp, win = getattr(data, 'spacing', (1., 1., 1.)), getattr(data, 'window', (-200., 300.))
     return FeatureSet(list(features), spacing=sp, window=win)
 
-def _defined_penalty(gf:Tensor, G:Tensor) -> tuple[Tensor, Tensor]:
+# %% ../nbs/05_train.ipynb #204d3185
+def gram_pinv(G:Tensor, # (B, K, ...) feature gradients, one row per feature
+              rtol:float=1e-6, # directions with singular value below rtol * largest are dropped (as `projection_fraction`)
+             ) -> Tensor:
+    "Pseudo-inverse (B, K, K), float64, of the Gram matrix G Gᵀ of each sample's rows."
+    G = G.detach().flatten(2).double()
+    gram = G @ G.transpose(1, 2)
+    n = gram.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt()
+    inv = torch.where(n > 0, 1 / torch.where(n > 0, n, 1.), 0.)                  # unit rows
+    L, U = torch.linalg.eigh(gram * inv[:, :, None] * inv[:, None, :])
+    keep = (L > rtol**2 * L[:, -1:]) & (L[:, -1:] > 0)
+    Li = torch.where(keep, 1 / torch.where(keep, L, 1.), 0.)
+    return inv[:, :, None] * ((U * Li[:, None, :]) @ U.transpose(1, 2)) * inv[:, None, :]
+
+def _alignment(gf:Tensor, G:Tensor, P:Tensor) -> tuple[Tensor, Tensor]:
+    "a_S (B,) float64, NaN where undefined, and w = P G gf (B, K), from gf (B, d), G (B, K, d) of gf's dtype, P (B, K, K)."
+    c = (G * gf[:, None]).sum(-1).double()              # float32 products, cascade sums
+    w = (P @ c[..., None])[..., 0]
+    g2 = (gf * gf).sum(1).double()
+    ok = (g2 > 0) & (P.diagonal(dim1=1, dim2=2) > 0).any(1)
+    return torch.where(ok, (c * w).sum(1) / torch.where(ok, g2, torch.ones_like(g2)), torch.full_like(g2, float('nan'))), w
+
+def _defined_penalty(gf:Tensor, G:Tensor, P:Tensor) -> tuple[Tensor, Tensor]:
     "Mean of (1 - a) over samples with defined alignment, and the mask of those samples."
-    a = projection_fraction(gf, G)          # one QR/SVD of G; undefined (NaN) samples get no gradient
+    a = _alignment(gf, G, P)[0].to(gf.dtype)           # undefined (NaN) samples get no gradient
     ok = torch.isfinite(a.detach())
     if not ok.any(): return gf.sum() * 0., ok
     return (1 - a[ok]).mean(), ok
@@ -166,6 +178,7 @@ def fgf_penalty(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits; per-samp
                 method:str="finite_difference", # or "double_backprop"
                 h:float=0.1, # finite-difference step, relative to the RMS of each input
                 G:Tensor|None=None, # precomputed `features.gradients(x)` (B, K, C, D, H, W), e.g. cached by `train`
+                pinv:Tensor|None=None, # precomputed `gram_pinv(G)` (B, K, K)
                 check:bool=False, # first test whether samples interact (`check_coupling`: warns, or raises `CouplingError`)
                ) -> Tensor:
     "Scalar mean(1 - a_S(x)) over the batch of the eval-mode model, differentiable in the model's parameters."
@@ -173,28 +186,36 @@ def fgf_penalty(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits; per-samp
         raise TrainingError(f"method must be 'finite_difference' or 'double_backprop', found {method!r}")
     if check: check_coupling(model, x)
     if G is None: G = features.gradients(x.detach())
-    with _eval_mode(model): return _penalty(model, x, G, method, h)
+    with _eval_mode(model): return _penalty(model, x, G, pinv, method, h)
 
-def _penalty(model, x, G, method, h):
+def _penalty(model, x, G, P, method, h):
     "`fgf_penalty` with its arguments checked, the model already in eval mode."
     G = G.detach().flatten(2).to(x.dtype)  # (B, K, d), no graph
+    if P is None: P = gram_pinv(G)
     xr = x.detach().requires_grad_(True)
     if method == "double_backprop":
         gf = input_gradients(model, xr, create_graph=True)
-        return _defined_penalty(gf.flatten(1), G)[0]
+        return _defined_penalty(gf.flatten(1), G, P)[0]
     pat = _FrozenPattern(model)
     with pat.record(): gf = input_gradients(model, xr)
-    gf = gf.flatten(1).detach().requires_grad_(True)
-    with torch.enable_grad(): p, ok = _defined_penalty(gf, G)
-    if not ok.any(): return p.detach() + sum(q.sum() * 0. for q in model.parameters())
-    u, = torch.autograd.grad(p, gf)  # (B, d), zero rows for undefined samples
-    u, nu, x0 = u[ok], u[ok].norm(dim=1), x.detach()[ok]
+    gf = gf.flatten(1)
+    a, w = _alignment(gf, G, P); ok = torch.isfinite(a)
+    if not ok.any(): return gf.sum() * 0. + sum(q.sum() * 0. for q in model.parameters())
+    x0 = x.detach()
+    if not ok.all(): a, w, gf, G, x0 = a[ok], w[ok], gf[ok], G[ok], x0[ok]  # copies only when some sample is undefined
+    a, w = a.to(gf.dtype), w.to(gf.dtype)
+    p = (1 - a).mean()
+    u = torch.bmm(w[:, None], G)[:, 0].sub_(a[:, None] * gf)  # dp/dgf = -2/n (Gᵀw - a gf)/|gf|², (n, d)
+    u.mul_((-2 / len(a) / (gf * gf).sum(1))[:, None])
+    nu, n = u.norm(dim=1), len(x0)
     step = h * x0.flatten(1).norm(dim=1) / math.sqrt(x0[0].numel())  # (n,) h * RMS(x_b)
     step = torch.where(step > 0, step, torch.full_like(step, h))
-    v = (u / nu.clamp_min(torch.finfo(u.dtype).tiny)[:, None] * step[:, None]).view_as(x0)
-    with pat.replay(lambda m: torch.cat([m[ok], m[ok]])): fpm = model(torch.cat([x0 + v, x0 - v]))
-    s = ((fpm[:len(x0)] - fpm[len(x0):]) * nu / (2 * step)).sum()  # <grad f, u>, differentiable in the weights
-    return p.detach() + s - s.detach()
+    v = (u * (step / nu.clamp_min(torch.finfo(u.dtype).tiny))[:, None]).view_as(x0)
+    xpm = x0.new_empty((2 * n,) + x0.shape[1:])
+    torch.add(x0, v, out=xpm[:n]); torch.sub(x0, v, out=xpm[n:])
+    with pat.replay(lambda m: torch.cat([m[ok], m[ok]])): fpm = model(xpm)
+    s = ((fpm[:n] - fpm[n:]) * nu / (2 * step)).sum()  # <grad f, u>, differentiable in the weights
+    return p + s - s.detach()
 
 # %% ../nbs/05_train.ipynb #061c7a37
 class CouplingError(TrainingError):
@@ -252,83 +273,6 @@ def _describe(model:nn.Module, names:list[str]) -> str:
     alike = sum(type(m).__name__ in kinds.index for m in model.modules())  # later ones see already-mixed inputs
     return (f"{len(names)} module(s) ({', '.join(f'{k} x{v}' for k, v in kinds.items())}: {shown}{', ...' if len(names) > 3 else ''}"
             f"{f'; {alike} modules of that kind in all' if alike > len(names) else ''})")
-
-def check_coupling(model:nn.Module, # maps (B, ...) to (B,) logits
-                   x:Tensor, # a batch of at least 2 inputs
-                   strict:bool=True, # raise `CouplingError` if samples interact in eval mode
-                  ) -> dict[str, list[str]]:
-    "Whether a sample's logit depends on other samples, in training and in eval mode: logs, warns or raises, and returns the modules."
-    with _eval_mode(model): ev = sample_coupling(model, x)
-    modes = [(m, m.training) for m in model.modules()]
-    model.train()
-    try: tr = sample_coupling(model, x)
-    finally:
-        for m, t in modes: m.training = t
-    if ev:
-        msg = (f"the model mixes the samples of a batch in eval mode through {_describe(model, ev)}: a sample's input "
-               f"gradient is not its own, and fgflow cannot make it per-sample (use per-sample layers such as GroupNorm, or BatchNorm)")
-        if strict: raise CouplingError(msg)
-        warnings.warn(msg)
-    elif tr:
-        warnings.warn(f"the model couples the samples of a batch in training mode through {_describe(model, tr)}; "
-                      f"the penalty aligns each sample's eval-mode gradient (running statistics), which is its own")
-    else: _log.info("coupling check: no sample's logit depends on another sample (training and eval mode)")
-    return {'train': tr, 'eval': ev}
-
-# %% ../nbs/05_train.ipynb #061c7a37
-class CouplingError(TrainingError):
-    "The model mixes the samples of a batch in eval mode: fgflow cannot get per-sample input gradients."
-
-def _batch_tensors(o, B:int) -> list[Tensor]:
-    "The tensors in `o` (a tensor, or a tuple/list/dict of them) whose first dimension is the batch."
-    if isinstance(o, Tensor): return [o] if o.ndim and o.shape[0] == B and o.is_floating_point() else []
-    if isinstance(o, dict): o = list(o.values())
-    return [t for v in o for t in _batch_tensors(v, B)] if isinstance(o, (tuple, list)) else []
-
-def _moved(new:list[Tensor], old:list[Tensor], tol:float) -> bool:
-    "Whether rows 1: of any tensor changed by more than `tol` times its largest value."
-    return any(bool(((n[1:] - o).abs().max() > tol * o.abs().max().clamp_min(1e-30)).item()) for n, o in zip(new, old) if o.numel())
-
-# %% ../nbs/05_train.ipynb #f2079d14
-@torch.no_grad()
-def sample_coupling(model:nn.Module, # maps (B, ...) to (B,) logits, tested in its current mode
-                    x:Tensor, # a batch of at least 2 real inputs (the first 4 are used)
-                    tol:float=1e-6, # relative change that counts as a dependence
-                   ) -> list[str]:
-    "Names of the innermost modules through which sample 0 changes the other samples' logits ([] if none)."
-    x = x[:4].detach(); B = len(x)
-    if B < 2: return []
-    names = {m: n for n, m in model.named_modules()}
-    base, flagged, calls, phase = {}, set(), {}, ['base']
-    def hook(m, args, kwargs, out):
-        k = (m, calls.setdefault(m, 0)); calls[m] += 1
-        ins, outs = _batch_tensors((args, kwargs), B), _batch_tensors(out, B)
-        if phase[0] == 'base': base[k] = ([t[1:].clone() for t in ins], [t[1:].clone() for t in outs])
-        elif k in base and (ins or m is model) and not _moved(ins, base[k][0], tol) and _moved(outs, base[k][1], tol):
-            flagged.add(names[m])  # its own inputs for the other samples are unchanged, its outputs are not
-    bufs = [(b, b.clone()) for b in model.buffers()]
-    hooks = [m.register_forward_hook(hook, with_kwargs=True) for m in names]
-    x1 = x.clone(); x1[0] += 0.5 * (x[0].std() + 1e-3) * torch.randn(x[0].shape, generator=torch.Generator().manual_seed(0)).to(x)
-    try:
-        with torch.random.fork_rng(devices=[x.device] if x.device.type == 'cuda' else []):
-            torch.manual_seed(0); f0 = model(x)
-            phase[0] = 'perturbed'; calls.clear()
-            torch.manual_seed(0); f1 = model(x1)  # same dropout masks as the first pass
-    finally:
-        for h in hooks: h.remove()
-        for b, v in bufs: b.copy_(v)  # running statistics as they were
-    if not _moved([f1], [f0[1:]], tol): return []
-    inner = [n for n in flagged if not any(o != n and (n == '' or o.startswith(n + '.')) for o in flagged)]
-    return sorted(inner or [''], key=list(names.values()).index)
-
-# %% ../nbs/05_train.ipynb #498eca09
-_log = logging.getLogger('fgflow.train')
-
-def _describe(model:nn.Module, names:list[str]) -> str:
-    mods = dict(model.named_modules())
-    kinds = pd.Series([type(mods[n]).__name__ for n in names]).value_counts()
-    shown = ', '.join(n or f'the model itself ({type(model).__name__}.forward)' for n in names[:3])
-    return f"{len(names)} module(s) ({', '.join(f'{k} x{v}' for k, v in kinds.items())}: {shown}{', ...' if len(names) > 3 else ''})"
 
 def check_coupling(model:nn.Module, # maps (B, ...) to (B,) logits
                    x:Tensor, # a batch of at least 2 inputs
@@ -492,17 +436,19 @@ def _validate(model, loader, n:int, pw, device, d:_Dist) -> tuple[float, float, 
     loss = F.binary_cross_entropy_with_logits(torch.from_numpy(score), torch.from_numpy(y), pos_weight=pwt).item()
     return roc_auc(y, score), loss, score
 
-def _valid_align(model, loader, feats, cache:dict, device, d:_Dist) -> float:
+def _valid_align(model, loader, feats, cache:dict|None, device, d:_Dist) -> float:
     "Mean set alignment a_S of the eval-mode model over the validation samples where it is defined (all ranks); NaN without features."
     if feats is None: return float('nan')
     tot = torch.zeros(2, dtype=torch.float64)
     with _eval_mode(model):
         for i, (x, _) in loader:
             x = x.to(device)
-            miss = [j for j, k in enumerate(i.tolist()) if k not in cache]
-            if miss:
-                for k, g in zip(i[miss].tolist(), feats.gradients(x[miss])): cache[k] = g
-            G = torch.stack([cache[k] for k in i.tolist()]).flatten(2)
+            if cache is None: G = feats.gradients(x).flatten(2)          # too large to keep: recomputed each epoch
+            else:
+                miss = [j for j, k in enumerate(i.tolist()) if k not in cache]
+                if miss:
+                    for k, g in zip(i[miss].tolist(), feats.gradients(x[miss])): cache[k] = g
+                G = torch.stack([cache[k] for k in i.tolist()]).flatten(2)
             a = projection_fraction(input_gradients(model, x).flatten(1), G).double().cpu()
             ok = torch.isfinite(a); tot += torch.stack([a[ok].sum(), ok.sum().double()])
     tot = _all_sum(tot.to(device), d).cpu()
@@ -626,8 +572,6 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
     model.to(device).train()
     # once at start: does a sample's logit depend on other samples? (warns/logs; refuses eval-mode mixing when lam > 0)
     check_coupling(model, torch.stack([train_data[i][0] for i in range(min(4, len(train_data)))]).to(device), strict=lam > 0)
-    # once at start: does a sample's logit depend on other samples? (warns/logs; refuses eval-mode mixing when lam > 0)
-    check_coupling(model, torch.stack([train_data[i][0] for i in range(min(4, len(train_data)))]).to(device), strict=lam > 0)
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None) if d.on else model
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     hist = {k: [] for k in _HIST}
@@ -645,7 +589,8 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
     cache_G = lam > 0 and augment is None and len(train_data) * len(getattr(feats, "names", [0])) * train_data[0][0].numel() * 4 <= _G_CACHE_BYTES
     loader = torch.utils.data.DataLoader(_Indexed(train_data), batch_size=batch_size // d.world, sampler=sampler,
                                          num_workers=0, collate_fn=_collate)
-    Gcache, GVcache = {}, {}
+    Gcache = {}
+    GVcache = {} if feats is not None and len(valid_data) * len(getattr(feats, 'names', [0])) * valid_data[0][0].numel() * 4 <= _G_CACHE_BYTES else None
     sign = torch.tensor([dirs[n] for n in feats.names], device=device) if dirs else None
     vsamp = torch.utils.data.DistributedSampler(valid_data, num_replicas=d.world, rank=d.rank, shuffle=False)
     vloader = torch.utils.data.DataLoader(_Indexed(valid_data), batch_size=batch_size // d.world, sampler=vsamp,
