@@ -19,7 +19,8 @@ from .train import train, load_checkpoint
 
 # %% auto #0
 __all__ = ['STATISTICS', 'DEFAULT_MEASURE', 'StatsError', 'null_seed', 'permuted_labels', 'PermutedLabels', 'train_null_models',
-           'feature_statistic', 'LinearFeatures', 'maxt_test', 'null_statistics', 'null_test']
+           'LinearFeatures', 'dependent_features', 'point_statistics', 'feature_statistic', 'maxt_test',
+           'null_statistics', 'null_test', 'train_kwargs_of', 'done_null_models', 'checkpoint_null_test']
 
 # %% ../nbs/08_stats.ipynb #d6cfef81
 class StatsError(FGFlowError):
@@ -121,7 +122,20 @@ def train_null_models(data, # (train, valid) datasets of (x, y), as the model wa
     bar.close()
     return [_null_dir(out, i)/'best.pt' for i in range(k)]
 
-# %% ../nbs/08_stats.ipynb #50db4731
+# %% ../nbs/08_stats.ipynb #0a6f0850
+class LinearFeatures:
+    "Features with fixed gradients (the rows of W): a tiny fixture with known alignments."
+    def __init__(self, W:torch.Tensor, # (K, C, D, H, W) gradients
+                 names:Sequence[str]|None=None):
+        self.W, self.names = W.float(), list(names or [f'g{k}' for k in range(len(W))])
+    def gradients(self, x:torch.Tensor) -> torch.Tensor:
+        "(B, K, C, D, H, W): the same rows for every input."
+        return self.W[None].expand(len(x), *self.W.shape).to(x.dtype)
+    def values(self, x:torch.Tensor) -> torch.Tensor:
+        "(B, K) the linear features' values."
+        return x.flatten(1) @ self.W.flatten(1).T.to(x.dtype)
+
+# %% ../nbs/08_stats.ipynb #10470f98
 STATISTICS = ('unique', 'M', 'log_ratio')
 _ALL, _BUT = '__all__', '__all_but__'
 
@@ -137,30 +151,132 @@ def _sets_dict(sets, names:Sequence[str]) -> dict[str, list[str]]:
         out[str(s)] = mem
     return out
 
-def _helper_sets(names:Sequence[str], sets:dict) -> dict[str, list[str]]:
+def _removed(names:Sequence[str], mem:Sequence[str], dependent:Sequence[str]=()) -> list[str]:
+    "What the unique share of `mem` removes from the span: its members, and the whole dependent block when it touches it."
+    return [m for m in names if m in mem or (m in dependent and any(k in dependent for k in mem))]
+
+def _helper_sets(names:Sequence[str], sets:dict, dependent:Sequence[str]=()) -> dict[str, list[str]]:
     "The full feature span and the span without each feature and each set (empty ones left out)."
     ext = {_ALL: list(names)}
     for j, mem in [(n, [n]) for n in names] + list(sets.items()):
-        rest = [m for m in names if m not in mem]
+        rest = [m for m in names if m not in _removed(names, mem, dependent)]
         if rest: ext[_BUT + j] = rest
     return ext
 
-# %% ../nbs/08_stats.ipynb #6851f203
-DEFAULT_MEASURE = dict(max_steps=0)  # the statistic at the data points; give max_steps/steps_per_line for flow lines
+def _batch(data, b0:int, b1:int) -> torch.Tensor:
+    "Inputs b0:b1 of a Tensor, Dataset (items x or (x, y)) or DataLoader, as float."
+    ds = data.dataset if isinstance(data, torch.utils.data.DataLoader) else data
+    if isinstance(ds, torch.Tensor): return ds[b0:b1].float()
+    return torch.stack([it[0] if isinstance(it, (tuple, list)) else it for it in (ds[i] for i in range(b0, b1))]).float()
+
+# %% ../nbs/08_stats.ipynb #fe586b1f
+def _qr_rows(G:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "Q (B, d, K) with orthonormal columns spanning the rows of G (B, K, d), and each row's coordinates (B, K, K) on them."
+    Q, R = torch.linalg.qr(G.double().transpose(1, 2))
+    return Q, R.transpose(1, 2)
+
+def dependent_features(features, # FeatureSet or any object with .names and .gradients(x)
+                       x:torch.Tensor, # (B, C, D, H, W) inputs
+                       tol:float=1e-6, # a feature is dependent when its median share outside the others' span is below this
+                      ) -> list[str]:
+    "Features whose gradient lies in the span of the other features' gradients (at the median point of `x`)."
+    from fgflow.flow import projection_fraction
+    names = list(features.names)
+    if len(names) < 2: return []
+    _, Gq = _qr_rows(features.gradients(x).flatten(2))
+    out = []
+    for j in range(len(names)):
+        rest = [k for k in range(len(names)) if k != j]
+        share = 1 - projection_fraction(Gq[:, j], Gq[:, rest])
+        if torch.nanmedian(share).item() < tol: out.append(names[j])
+    return out
+
+# %% ../nbs/08_stats.ipynb #0075f221
+def _row_stats(q:torch.Tensor, Gq:torch.Tensor, n2:torch.Tensor, rows:list, rests:list) -> tuple[torch.Tensor, torch.Tensor]:
+    "Unique share and alignment (B, J) of each row (feature indices; `rests`: the span it is compared with) from coordinates q (B, K) on an orthonormal basis of the feature span."
+    from fgflow.flow import projection_fraction
+    q2 = (q * q).sum(1)
+    frac = lambda idx: torch.where(q2 > 0, torch.nan_to_num(projection_fraction(q, Gq[:, idx])), torch.zeros_like(q2)) * q2
+    ok = n2 > 0
+    den = torch.where(ok, n2, torch.ones_like(n2))
+    U, M, a_all = [], [], frac(list(range(Gq.shape[1])))     # not ‖q‖²: Q may have more columns than G has rank
+    for idx, rest in zip(rows, rests):
+        U.append((a_all - (frac(rest) if rest else 0.)) / den)
+        M.append(frac(idx) / den)
+    nan = torch.full_like(n2, float('nan'))
+    return (torch.stack([torch.where(ok, u, nan) for u in U], 1), torch.stack([torch.where(ok, m, nan) for m in M], 1))
+
+def point_statistics(models:Sequence[nn.Module], # models to measure on the same points
+                     data, # Tensor (N, C, D, H, W), Dataset or DataLoader
+                     features, # FeatureSet or any object with .names and .gradients(x)
+                     sets=None, # dict set name -> feature names, or a list of name lists
+                     batch_size:int=8, # points per batch
+                     progress:bool=False,
+                     dependent:Sequence[str]|None=None, # the dependent block (default: dependent_features on the first batch)
+                    ) -> list[pd.DataFrame]:
+    "Per model: unique share and alignment of each feature and set at the data points (columns kind, unique, M, n_undefined)."
+    from fgflow.flow import input_gradients
+    names = list(features.names); sets = _sets_dict(sets, names)
+    rows = [[k] for k in range(len(names))] + [[names.index(m) for m in mem] for mem in sets.values()]
+    ds = data.dataset if isinstance(data, torch.utils.data.DataLoader) else data
+    N = len(ds)
+    if N == 0: raise StatsError("no data points to measure")
+    U = [[] for _ in models]; M = [[] for _ in models]
+    was = [m.training for m in models]
+    for m in models: m.eval()
+    try:
+        for b0 in tqdm(range(0, N, batch_size), desc='point statistics', disable=not progress):
+            idx = range(b0, min(N, b0 + batch_size))
+            x = _batch(ds, b0, idx.stop)
+            if dependent is None: dependent = dependent_features(features, x)
+            if b0 == 0: rests = [[k for k, n in enumerate(names) if n not in _removed(names, [names[i] for i in r], dependent)] for r in rows]
+            Q, Gq = _qr_rows(features.gradients(x).flatten(2))                                   # (B, d, K), rows' coordinates (B, K, K)
+            for i, m in enumerate(models):
+                gf = input_gradients(m, x).flatten(1).double()
+                u, a = _row_stats((Q.transpose(1, 2) @ gf[..., None])[..., 0], Gq, (gf * gf).sum(1), rows, rests)
+                U[i].append(u); M[i].append(a)
+    finally:
+        for m, w in zip(models, was): m.train(w)
+    out = []
+    for u, a in zip(U, M):
+        u, a = torch.cat(u).numpy(), torch.cat(a).numpy()
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', RuntimeWarning)
+            out.append(pd.DataFrame(dict(kind=['feature'] * len(names) + ['set'] * len(sets), unique=np.nanmean(u, 0),
+                                         M=np.nanmean(a, 0), n_undefined=(~np.isfinite(u)).sum(0),
+                                         block=['+'.join(_removed(names, [names[i] for i in r], dependent)) if len(_removed(names, [names[i] for i in r], dependent)) > len(r) else ''
+                                                for r in rows]), index=pd.Index(names + list(sets), name='name')))
+        out[-1].attrs['dependent'] = list(dependent)
+    return out
+
+# %% ../nbs/08_stats.ipynb #6588e9c4
+def _as_model(m, like:nn.Module) -> nn.Module:
+    if isinstance(m, nn.Module): return m
+    net = copy.deepcopy(like)
+    try: net.load_state_dict(load_checkpoint(m)['model'])
+    except RuntimeError as e: raise StatsError(f"{m}: weights do not fit the model ({str(e).splitlines()[0]})") from e
+    return net
+
+DEFAULT_MEASURE = dict(max_steps=0)  # fgf_measure at the data points (the noise ratio; the statistic with 'log_ratio')
+
+def _from_points(p:pd.DataFrame, statistic:str) -> pd.DataFrame:
+    return pd.DataFrame(dict(kind=p.kind, statistic=p.unique if statistic == 'unique' else p.M, M=p.M, n_undefined=p.n_undefined, block=p.block))
 
 def feature_statistic(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits
                       data, # what fgf_measure takes: Tensor, Dataset or DataLoader
                       features, # FeatureSet or any object with .names and .gradients(x)
                       sets=None, # dict set name -> feature names, or a list of name lists
                       statistic:str='unique', # 'unique' (share of the full span only j explains), 'M' or 'log_ratio'
-                      measure_kw:dict|None=None, # fgf_measure settings (default DEFAULT_MEASURE); noise ones for 'log_ratio'
+                      measure_kw:dict|None=None, # None: at the data points; else fgf_measure settings (flow lines, noise)
                      ) -> pd.DataFrame:
     "One model's statistic per feature and set: columns kind, statistic, M, n_undefined (index: name)."
     if statistic not in STATISTICS: raise StatsError(f"statistic must be one of {STATISTICS}, found {statistic!r}")
     names = list(features.names); sets = _sets_dict(sets, names)
+    if measure_kw is None and statistic != 'log_ratio': return _from_points(point_statistics([model], data, features, sets)[0], statistic)
     kw = dict(DEFAULT_MEASURE, progress=False, n_boot=0, **(measure_kw or {}))
     if statistic != 'log_ratio': kw.update(n_noise=1, noise='global')     # the noise plays no part in these
-    ext = _helper_sets(names, sets) if statistic == 'unique' else {}
+    dep = dependent_features(features, _batch(data, 0, min(8, len(data)))) if statistic == 'unique' else []
+    ext = _helper_sets(names, sets, dep) if statistic == 'unique' else {}
     res = fgf_measure(model, data, features, sets={**sets, **ext} or None, **kw)
     t, pp = res.table.set_index('name'), res.per_point
     rows = []
@@ -173,23 +289,12 @@ def feature_statistic(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits
             M, nm = t.loc[j, 'M'], t.loc[j, 'noise_mean']
             v = float(M) if statistic == 'M' else (float(np.log(M / nm)) if M > 0 and nm > 0 else np.nan)
             nu = int(t.loc[j, 'n_undefined'])
-        rows.append(dict(name=j, kind='feature' if j in names else 'set', statistic=v, M=float(t.loc[j, 'M']), n_undefined=nu))
+        rm = _removed(names, sets.get(j, [j]), dep)
+        rows.append(dict(name=j, kind='feature' if j in names else 'set', statistic=v, M=float(t.loc[j, 'M']), n_undefined=nu,
+                         block='+'.join(rm) if len(rm) > len(sets.get(j, [j])) else ''))
     return pd.DataFrame(rows).set_index('name')
 
-# %% ../nbs/08_stats.ipynb #364632cd
-class LinearFeatures:
-    "Features with fixed gradients (the rows of W): a tiny fixture with known alignments."
-    def __init__(self, W:torch.Tensor, # (K, C, D, H, W) gradients
-                 names:Sequence[str]|None=None):
-        self.W, self.names = W.float(), list(names or [f'g{k}' for k in range(len(W))])
-    def gradients(self, x:torch.Tensor) -> torch.Tensor:
-        "(B, K, C, D, H, W): the same rows for every input."
-        return self.W[None].expand(len(x), *self.W.shape).to(x.dtype)
-    def values(self, x:torch.Tensor) -> torch.Tensor:
-        "(B, K) the linear features' values."
-        return x.flatten(1) @ self.W.flatten(1).T.to(x.dtype)
-
-# %% ../nbs/08_stats.ipynb #1f6c7302
+# %% ../nbs/08_stats.ipynb #89417525
 def _loo_z(T:np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "z (K+1, J) of each row standardized by the mean and SD of the other rows (NaN-aware); the null rows' mean and SD."
     ok = np.isfinite(T); n = ok.sum(0)
@@ -203,7 +308,7 @@ def _loo_z(T:np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     z = np.where(ok & (c1 >= 2), z, np.nan)
     return z, mu[0], sd[0]
 
-# %% ../nbs/08_stats.ipynb #cd9702cb
+# %% ../nbs/08_stats.ipynb #13a87328
 def maxt_test(observed:pd.Series, # the model's statistic per feature/set (index: names)
               null:pd.DataFrame, # the null models' statistics, one row per model, the same columns
               alpha:float=0.05, # family-wise level
@@ -232,13 +337,13 @@ def maxt_test(observed:pd.Series, # the model's statistic per feature/set (index
     out.attrs.update(alpha=alpha, K=K, min_p=1 / (K + 1))
     return out
 
-# %% ../nbs/08_stats.ipynb #76991615
-def _as_model(m, like:nn.Module) -> nn.Module:
-    if isinstance(m, nn.Module): return m
-    net = copy.deepcopy(like)
-    try: net.load_state_dict(load_checkpoint(m)['model'])
-    except RuntimeError as e: raise StatsError(f"{m}: weights do not fit the model ({str(e).splitlines()[0]})") from e
-    return net
+# %% ../nbs/08_stats.ipynb #9b11dd16
+def _statistics(models:Sequence, like:nn.Module, data, features, sets, statistic:str, measure_kw, progress:bool) -> list[pd.DataFrame]:
+    "feature_statistic of every model (paths loaded into copies of `like`), in one pass over the data at the points."
+    if measure_kw is None and statistic != 'log_ratio':
+        return [_from_points(p, statistic) for p in point_statistics([_as_model(m, like) for m in models], data, features, sets, progress=progress)]
+    return [feature_statistic(_as_model(m, like), data, features, sets, statistic, measure_kw)
+            for m in tqdm(models, desc='models', disable=not progress)]
 
 def null_statistics(model:nn.Module, # the tested model (its architecture loads the checkpoints)
                     null_models:Sequence, # nn.Modules or checkpoint paths (train_null_models' list)
@@ -248,13 +353,11 @@ def null_statistics(model:nn.Module, # the tested model (its architecture loads 
                     progress:bool=True,
                    ) -> pd.DataFrame:
     "The statistic of every null model: one row per model, one column per feature and set."
-    rows = [feature_statistic(_as_model(m, model), data, features, sets, statistic, measure_kw).statistic
-            for m in tqdm(null_models, desc='null models', disable=not progress)]
-    t = pd.DataFrame(rows).reset_index(drop=True)
-    t.attrs['statistic'] = statistic
+    t = pd.DataFrame([s.statistic for s in _statistics(null_models, model, data, features, sets, statistic, measure_kw, progress)])
+    t = t.reset_index(drop=True); t.attrs['statistic'] = statistic
     return t
 
-# %% ../nbs/08_stats.ipynb #2f025245
+# %% ../nbs/08_stats.ipynb #49c409d6
 def null_test(model:nn.Module, # the model to explain
               null_models, # nn.Modules, checkpoint paths, or null_statistics' table
               data, # the test data (what fgf_measure takes)
@@ -267,16 +370,18 @@ def null_test(model:nn.Module, # the model to explain
               progress:bool=True,
              ) -> pd.DataFrame:
     "Per feature and set: statistic, null mean/SD, p, p_adj (max-T), significant, noise_ratio (descriptive), n_undefined."
-    obs = feature_statistic(model, data, features, sets, statistic, measure_kw)
     if isinstance(null_models, pd.DataFrame):
         if null_models.attrs.get('statistic', statistic) != statistic:
             raise StatsError(f"null statistics are {null_models.attrs['statistic']!r}, the test asks for {statistic!r}")
-        nul = null_models
-    else: nul = null_statistics(model, list(null_models), data, features, sets, statistic, measure_kw, progress)
+        obs, nul = feature_statistic(model, data, features, sets, statistic, measure_kw), null_models
+    else:
+        st = _statistics([model] + list(null_models), model, data, features, sets, statistic, measure_kw, progress)
+        obs, nul = st[0], pd.DataFrame([s.statistic for s in st[1:]]).reset_index(drop=True)
     if (len(nul) + 1) * alpha < 1:
         warnings.warn(f"{len(nul)} null models cannot reach p_adj <= {alpha}: the smallest p is 1/(K+1) = {1 / (len(nul) + 1):.3f}; use K >= {math.ceil(1 / alpha) - 1}")
     t = maxt_test(obs.statistic, nul, alpha)
     t.insert(1, 'kind', obs.kind.values); t['M'] = obs.M.values; t['n_undefined'] = obs.n_undefined.values
+    t['block'] = obs.block.values
     t['noise_ratio'] = np.nan
     if noise_kw is not False:
         kw = dict(DEFAULT_MEASURE, progress=False, n_boot=0, **(measure_kw or {}))
@@ -286,3 +391,38 @@ def null_test(model:nn.Module, # the model to explain
         t.attrs['noise'] = kw.get('noise', 'smooth')
     t.attrs.update(statistic=statistic, test='null models, step-down max-T')
     return t
+
+# %% ../nbs/08_stats.ipynb #7020acaa
+def train_kwargs_of(checkpoint:str|Path) -> tuple[dict, int]:
+    "(train settings, seed) recorded in the config of a checkpoint written by `fgflow.train.train`."
+    cfg = load_checkpoint(checkpoint).get('config')
+    if not cfg: raise StatsError(f"{checkpoint}: no training config in the checkpoint, so its null models cannot repeat its training")
+    kw = {k: cfg[k] for k in ('epochs', 'lr', 'batch_size', 'pos_weight', 'weight_decay', 'penalty_method') if k in cfg}
+    if cfg.get('lam'): kw.update(lam=cfg['lam'], features=cfg.get('features'))
+    return kw, int(cfg.get('seed', 0))
+
+def done_null_models(null_dir:str|Path) -> list[Path]:
+    "Checkpoints of the finished null models in `null_dir`, in index order."
+    return sorted(p.parent/'best.pt' for p in Path(null_dir).glob('null_*/done.json'))
+
+# %% ../nbs/08_stats.ipynb #e63a216a
+def checkpoint_null_test(model:nn.Module, # the checkpoint's model, loaded
+                         checkpoint:str|Path, # its best.pt (settings and seed of the null models)
+                         data, features, sets=None, # the test data, features and sets (as in null_test)
+                         *, k:int|None=None, # train (or reuse) this many null models; None: use the finished ones in null_dir
+                         null_dir:str|Path, # folder of the null models
+                         train_data=None, valid_data=None, # the checkpoint's training and validation cases (needed when k)
+                         model_fn:Callable|None=None, # builds a fresh model of the checkpoint's architecture (needed when k)
+                         workers:int=1, alpha:float=0.05, progress:bool=True,
+                        ) -> pd.DataFrame:
+    "null_test of a trained checkpoint against null models that repeat its training on permuted labels."
+    if k:
+        if train_data is None or valid_data is None or model_fn is None:
+            raise StatsError(f"training {k} null models of {checkpoint} needs its training and validation cases and a model_fn")
+        kw, seed = train_kwargs_of(checkpoint)
+        paths = train_null_models((train_data, valid_data), k, null_dir, model_fn=model_fn, train_kwargs=kw, seed=seed,
+                                  workers=workers, progress=progress)
+    else:
+        paths = done_null_models(null_dir)
+        if not paths: raise StatsError(f"{null_dir}: no finished null models (null_NNN/done.json); train them with --null K")
+    return null_test(model, paths, data, features, sets, alpha=alpha, noise_kw=False, progress=progress)
