@@ -29,6 +29,8 @@ class Feature:
     unit: str = ""
     description: str = ""
     def __call__(self, x, spacing=(1., 1., 1.), window=(-200., 300.)): return self.fn(x, spacing, window)
+    def __repr__(self):  # the function by name, not by memory address
+        return f"Feature(name={self.name!r}, fn={getattr(self.fn, '__name__', type(self.fn).__name__)}, unit={self.unit!r}, description={self.description!r})"
 
 FEATURES: dict[str, Feature] = {}
 
