@@ -392,7 +392,7 @@ def null_test(model:nn.Module, # the model to explain
     t.attrs.update(statistic=statistic, test='null models, step-down max-T')
     return t
 
-# %% ../nbs/08_stats.ipynb #7020acaa
+# %% ../nbs/08_stats.ipynb #c7357eea
 def train_kwargs_of(checkpoint:str|Path) -> tuple[dict, int]:
     "(train settings, seed) recorded in the config of a checkpoint written by `fgflow.train.train`."
     cfg = load_checkpoint(checkpoint).get('config')
@@ -405,7 +405,7 @@ def done_null_models(null_dir:str|Path) -> list[Path]:
     "Checkpoints of the finished null models in `null_dir`, in index order."
     return sorted(p.parent/'best.pt' for p in Path(null_dir).glob('null_*/done.json'))
 
-# %% ../nbs/08_stats.ipynb #e63a216a
+# %% ../nbs/08_stats.ipynb #ee2fc79b
 def checkpoint_null_test(model:nn.Module, # the checkpoint's model, loaded
                          checkpoint:str|Path, # its best.pt (settings and seed of the null models)
                          data, features, sets=None, # the test data, features and sets (as in null_test)

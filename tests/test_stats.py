@@ -105,6 +105,14 @@ def test_point_path_equals_fgf_measure_path_and_dependent_block(tiny):
     assert p.statistic['a'] == p.statistic['e'] > 0 and p.statistic['c'] > 0
 
 
+def test_log_ratio_and_flow_line_statistics_are_defined(tiny):
+    "The other statistics run through fgf_measure (noise for the log-ratio, flow lines when max_steps > 0)."
+    x, feats = tiny
+    lr = feature_statistic(_net(0), x, feats, statistic='log_ratio', measure_kw=dict(noise='global', n_noise=10))
+    fl = feature_statistic(_net(0), x, feats, sets=[['a', 'b']], measure_kw=dict(max_steps=3, steps_per_line=2))
+    assert np.isfinite(lr.statistic).all() and np.isfinite(fl.statistic).all() and (fl.statistic >= -1e-12).all()
+
+
 @pytest.fixture(scope='module')
 def splits():
     torch.manual_seed(0)
