@@ -23,8 +23,8 @@ __all__ = ['FEATURE_FACTOR', 'TRUTH_SETS', 'WRONG_SETS', 'STUDY_CONFIG', 'TINY_C
            'HELDOUT_SEEDS', 'METHODS', 'DEFAULT_METHOD', 'MODEL_COLUMNS', 'EFFECT_COLUMNS', 'VERDICT_COLUMNS',
            'STUDY_FILES', 'ValidationError', 'rule_factors', 'truth', 'reference_crop', 'study_cohort', 'study_split',
            'study_labels', 'intervention_logits', 'factor_effects', 'spearman_scores', 'rcv_scores', 'method_verdicts',
-           'seed_split', 'study_model', 'train_study_model', 'run_seed', 'parse_seeds', 'parse_rules', 'check_out',
-           'run_study', 'read_study', 'summarize_study', 'plot_study', 'gradient_overlap']
+           'seed_split', 'IntensityGate', 'study_model', 'train_study_model', 'run_seed', 'parse_seeds', 'parse_rules',
+           'check_out', 'run_study', 'read_study', 'summarize_study', 'plot_study', 'gradient_overlap']
 
 # %% ../nbs/11_validation.ipynb #ca448152
 class ValidationError(FGFlowError):
@@ -260,7 +260,7 @@ def method_verdicts(model:torch.nn.Module, # the model to explain
         with clock('rcv'): t = rcv_scores(model, x[fit], values.iloc[fit].reset_index(drop=True), xt, vt, n_perm=cfg['n_perm'], seed=seed)
         out.append(_verdict_rows(t.name, t.score, t.p_holm, t.p_holm < alpha, 'rcv'))
     if 'fgf_null' in methods and null_stats is not None:
-        from .stats import null_test
+        from fgflow.stats import null_test
         with clock('fgf_null'):
             t = null_test(model, null_stats, xt, features, statistic=cfg['null_statistic'], alpha=alpha, noise_kw=False, progress=False)
         t = t[t.kind == 'feature']
@@ -269,7 +269,7 @@ def method_verdicts(model:torch.nn.Module, # the model to explain
 
 # %% ../nbs/11_validation.ipynb #0e7b68c1
 STUDY_CONFIG = dict(n_cases=400, matrix=128, size=36, spacing=3.0, window=(-200., 300.), fractions=(0.5, 0.25, 0.25),
-                    positive_rate=0.3, width=8, depth=3, epochs=20, batch_size=16, lr=3e-3,
+                    positive_rate=0.3, width=8, depth=3, gate=True, epochs=20, batch_size=16, lr=3e-3,
                     lam='auto', lam_fallback=1.0, regularized=('volume+elongation',), n_null=19, null_statistic='unique',
                     n_noise=100, steps_per_line=10, max_steps=30, baselines=('global', 'mask', 'smooth'), n_perm=2000,
                     delta_sd=1.0, n_boot=2000, used_share=0.1)
@@ -285,19 +285,34 @@ def seed_split(seed:int) -> str:
     return 'design' if seed in DESIGN_SEEDS else 'heldout'
 
 # %% ../nbs/11_validation.ipynb #4c565bec
+class IntensityGate(torch.nn.Module):
+    "Wrap a 3-channel network: it sees (CT, mask, (CT - soft-tissue level) x mask x scale); the input stays (CT, mask)."
+    def __init__(self, net:torch.nn.Module, # takes 3 channels
+                 window:tuple=(-200., 300.), # HU window of the CT channel
+                 level_hu:float=40., # reference tissue level (soft tissue), HU
+                 scale:float=5.): # gain of the gated channel
+        super().__init__()
+        self.net, self.level, self.scale = net, (level_hu - window[0]) / (window[1] - window[0]), float(scale)
+    def _gated(self, x): return torch.cat([x, (x[:, :1] - self.level) * x[:, 1:2] * self.scale], 1)
+    def embed(self, x): return self.net.embed(self._gated(x))
+    @property
+    def head(self): return self.net.head
+    def forward(self, x): return self.net(self._gated(x))
+
 def study_model(cfg:dict) -> torch.nn.Module:
-    "A fresh model of the study (FGFNet3D of the configured width and depth)."
-    from .model import FGFNet3D
-    return FGFNet3D(2, width=cfg['width'], depth=cfg['depth'])
+    "A fresh model of the study: FGFNet3D of the configured width and depth, behind the intensity gate when `cfg['gate']`."
+    from fgflow.model import FGFNet3D
+    if not cfg.get('gate', False): return FGFNet3D(2, width=cfg['width'], depth=cfg['depth'])
+    return IntensityGate(FGFNet3D(3, width=cfg['width'], depth=cfg['depth']), cfg['window'])
 
 def _lam(cfg:dict):
     "The λ the regularized models use: 'auto' where `train` supports it, else the named fallback."
-    from .train import train
+    from fgflow.train import train
     if cfg['lam'] == 'auto' and 'str' not in str(inspect.signature(train).parameters['lam'].annotation): return float(cfg['lam_fallback'])
     return cfg['lam']
 
 def _dataset(x, y, idx, cfg):
-    from .train import TensorCohort
+    from fgflow.train import TensorCohort
     return TensorCohort(x[idx], torch.as_tensor(y[idx]), (cfg['spacing'],) * 3, cfg['window'])
 
 def _train_kwargs(cfg:dict) -> dict:
@@ -309,7 +324,7 @@ def train_study_model(x:torch.Tensor, y:np.ndarray, split:tuple, # inputs, label
                       features:list[str]|None=None, lam=0.0, # penalty set and weight (regularized models)
                      ) -> tuple[torch.nn.Module, float]:
     "Train (or reload) one model of the study from scratch; (model with the best validation AUC, seconds of training)."
-    from .train import train, load_checkpoint
+    from fgflow.train import train, load_checkpoint
     out_dir, model = Path(out_dir), study_model(cfg)
     if (out_dir/'done.json').exists():
         model.load_state_dict(load_checkpoint(out_dir/'best.pt')['model'])
@@ -342,8 +357,8 @@ def run_seed(work:str|Path, # working folder of this seed (cohort, checkpoints, 
              progress:bool=False,
             ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict]:
     "One seed of the study: (models, effects (with the logit's SD), verdicts, seconds per stage); trained models are cached in `work` and reused."
-    from .train import roc_auc, load_checkpoint
-    from .stats import train_null_models, null_statistics
+    from fgflow.train import roc_auc, load_checkpoint
+    from fgflow.stats import train_null_models, null_statistics
     for r in rules: _check_rule(r)
     work, clock, sp = Path(work), _Clock(), seed_split(seed)
     key = dict(seed=seed, split=sp)
@@ -484,7 +499,7 @@ def run_study(work:str|Path, # working folder (cohorts, checkpoints, null models
 def _write_study(out:Path, rules, cfg) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     "Join every finished seed under `out/seeds/` into the study's files."
     import platform
-    from . import __version__
+    from fgflow import __version__
     done = sorted(int(p.name[5:]) for p in (out/'seeds').glob('seed_*') if (p/'seconds.json').exists())
     tabs = [pd.concat([_read_csv(out/'seeds'/f'seed_{s}'/f) for s in done], ignore_index=True) for f in STUDY_FILES[:3]]
     for f, t in zip(STUDY_FILES[:3], tabs):
