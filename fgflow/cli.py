@@ -12,7 +12,7 @@ import numpy as np  # torch, pandas and matplotlib: imported by the commands tha
 # %% auto #0
 __all__ = ['DEMO_CONFIGS', 'DEMO_SET', 'MD_COLS', 'WINDOW', 'Stages', 'md_table', 'write_split', 'read_test_ids', 'open_cache',
            'run_demo', 'p_floor', 'report_table', 'member_table', 'report_markdown', 'cmd_prepare', 'cmd_train',
-           'cmd_measure', 'cmd_demo', 'parser', 'main']
+           'cmd_measure', 'cmd_demo', 'cmd_study', 'parser', 'main']
 
 # %% ../nbs/07_cli.ipynb #499c2398
 class Stages:
@@ -347,7 +347,8 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
     "Shows an option's default once: not when its help already says it, nor for flags and None."
     def _get_help_string(self, action):
         h = action.help or ''
-        if 'default' in h or action.default in (None, False, argparse.SUPPRESS) or isinstance(action, argparse._StoreTrueAction): return h
+        d = action.default  # identity, not ==: a default of 0 is shown
+        if 'default' in h or d is None or d is False or d is argparse.SUPPRESS or isinstance(action, argparse._StoreTrueAction): return h
         return super()._get_help_string(action)
 
 def _set_arg(s:str) -> tuple[str, list[str]]:
@@ -490,6 +491,15 @@ def cmd_demo(a) -> int:
     print(f"test AUC: " + ', '.join(f"{m} {v['test']['auc']:.3f}" for m, v in r['models'].items()) + f"; total {r['timings']['total']:.0f}s wall, {r['timings']['cpu_total']:.0f}s CPU")
     return 0
 
+# %% ../nbs/07_cli.ipynb #409198c1
+def cmd_study(a) -> int:
+    "Run (or continue) the validation study and say where its files are."
+    from fgflow.validation import run_study, parse_seeds, parse_rules
+    seeds, rules = parse_seeds(a.seeds), parse_rules(a.rules)          # bad arguments fail here, before anything is written
+    run_study(a.work, a.out, seeds, rules, a.config, progress=not a.quiet)
+    print('wrote ' + ', '.join(str(Path(a.out)/f) for f in ('models.csv', 'effects.csv', 'verdicts.csv', 'study.json')))
+    return 0
+
 # %% ../nbs/07_cli.ipynb #12c30f60
 class _Archs:
     "The names of `fgflow.model.ARCHS`, looked up only when argparse uses them (so `fgflow --help` does not import torch)."
@@ -501,7 +511,7 @@ class _Archs:
 def _archs() -> _Archs: return _Archs()
 
 def parser() -> argparse.ArgumentParser:
-    "The `fgflow` argument parser with its four subcommands."
+    "The `fgflow` argument parser with its subcommands."
     F = _Help
     p = argparse.ArgumentParser('fgflow', description='Feature gradient flow for 3D CNNs on head-and-neck CT.', formatter_class=F)
     sub = p.add_subparsers(dest='command', metavar='COMMAND', required=True)
@@ -581,6 +591,18 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument('--null-workers', type=int, default=1, help='processes training the null models in parallel (1 torch thread each)')
     m.add_argument('--quiet', action='store_true', help='no progress bars')
     m.set_defaults(fn=cmd_measure)
+
+    v = sub.add_parser('study', formatter_class=F, help='the validation study on phantoms with known truth',
+                       description="Per seed: a phantom cohort cropped on an anatomical reference, plain, regularized and null models "
+                                   "per label rule, interventions (which factors each model really uses) and every significance method. "
+                                   "Resumable per seed; writes models.csv, effects.csv, verdicts.csv and study.json to OUT.")
+    v.add_argument('--seeds', default='5-9', help="cohort seeds, 'A-B' or comma-separated (0-4 are the design seeds, every other seed is held out)")
+    v.add_argument('--rules', default='all', help="label rules: 'all' or comma-separated names of fgflow.phantoms.LABEL_RULES")
+    v.add_argument('--work', required=True, help='working folder (cohorts, checkpoints, null models; large; reused when rerun)')
+    v.add_argument('--out', required=True, help='folder of the study files (refused when it holds another study)')
+    v.add_argument('--config', choices=('study', 'tiny'), default='study', help="'study': 400 cases a seed, 19 null models; 'tiny': the same code in about a minute (tests)")
+    v.add_argument('--quiet', action='store_true', help='no progress bars')
+    v.set_defaults(fn=cmd_study)
     return p
 
 # %% ../nbs/07_cli.ipynb #dab5fa8c

@@ -89,13 +89,18 @@ def plot_history(histories:dict, # name -> history DataFrame (columns epoch, los
     return fig
 
 # %% ../nbs/06_viz.ipynb #a9f0e102
-_COUNTS = (('n_undefined', 'undefined'), ('n_not_reached', 'not reached'), ('n_at_edge', 'at edge'))
+def _line_counts(t) -> str:
+    "How the flow lines ended (the same for every row): reached, at the domain's edge, stuck, out of steps."
+    r = t.iloc[0]; n, nr = int(r['n_points']), int(r['n_not_reached'])
+    ne, ns = int(r.get('n_at_edge', 0) or 0), int(r.get('n_stuck', 0) or 0)
+    return (f"{n} flow lines: {n - nr} reached f = τ, {ne} stopped at the domain's edge, {ns} where ∇f = 0, "
+            f"{nr - ne - ns} out of steps")
 
 def plot_fgf(res, # an `FGFResult` of `fgflow.flow.fgf_measure`
              model:str|None=None, # the model's name, for the title
              title:str|None=None, # the whole title (default: the model, the number of lines and the baseline)
              ax=None):
-    "FGF plot with a title, a legend for each mark and the undefined / not-reached / at-edge line counts per column."
+    "FGF plot with a title, a legend for each mark, each column's undefined lines and how the flow lines ended."
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
     ax = res.plot(ax=ax); fig, t = ax.figure, res.table.reset_index(drop=True)
@@ -105,11 +110,14 @@ def plot_fgf(res, # an `FGFResult` of `fgflow.flow.fgf_measure`
     if title is None:
         title = (f"FGF of the {model} model" if model else 'FGF') + (f" on {n_lines} flow lines" if n_lines else '') + \
                 f" against {R} {baseline} noise features"
-    ax.set_title(title, fontsize=10, pad=8 + 9 * sum(c in t for c, _ in _COUNTS))
-    for i, r in t.iterrows():  # the lines each M leaves out, above its column
-        txt = '\n'.join(f"{int(r[c])} {w}" for c, w in _COUNTS if c in t and np.isfinite(r[c]))
-        if txt: ax.annotate(txt, (i, 1), xycoords=('data', 'axes fraction'), xytext=(0, 3), textcoords='offset points',
-                            ha='center', va='bottom', fontsize=6, color='C3' if any(r.get(c, 0) for c, _ in _COUNTS) else 'grey')
+    ticks = ' '.join(x.get_text() for x in ax.get_xticklabels())
+    if 'n_undefined' in t and 'undefined' not in ticks:  # each column's undefined lines, above it (unless the ticks say it)
+        for i, u in enumerate(t['n_undefined']):
+            if u > 0: ax.annotate(f"{int(u)} undefined", (i, 1), xycoords=('data', 'axes fraction'), xytext=(0, 3), textcoords='offset points',
+                                  ha='center', va='bottom', fontsize=6.5, color='C3')
+    if 'n_not_reached' in t and len(t) and 'flow lines' not in ax.get_xlabel():
+        ax.set_xlabel(_line_counts(t), fontsize=7, color='0.3')
+    ax.set_title(title, fontsize=10, pad=14 if ax.texts and 'undefined' not in ticks else 6)
     per_row = isinstance(res.noise, pd.DataFrame)  # a matched baseline: R noise features per column
     h = [Line2D([], [], marker='D', ls='', c='C0', label='feature: M, mean alignment along the flow lines'),
          Line2D([], [], marker='D', ls='', c='C1', label='feature set: M of the joint projection'),
@@ -117,7 +125,7 @@ def plot_fgf(res, # an `FGFResult` of `fgflow.flow.fgf_measure`
          Patch(fc='none', ec='grey', label=(f"M of {R} noise features matched to each column ({baseline}): quartiles, whiskers"
                                              if per_row else f"M of {R} noise features ({baseline}), dotted: their mean")),
          Line2D([], [], ls='', label='×r: M / mean noise M')]
-    if any(c in t for c, _ in _COUNTS): h.append(Line2D([], [], ls='', label=f"above each column: of the {n_lines} flow lines, those undefined\n(left out of M), stopped before the boundary, or at the domain's edge"))
+    if 'n_undefined' in t: h.append(Line2D([], [], ls='', label="k undefined: flow lines where ∇f or ∇g vanished, left out\nof that M (none marked: every line defined)"))
     ax.legend(handles=h, fontsize=7, loc='upper left', bbox_to_anchor=(1.01, 1), borderaxespad=0, frameon=False)
     return fig
 

@@ -23,6 +23,7 @@ def test_help_states_each_default_once(cmd, capsys):
     h = ' '.join(capsys.readouterr().out.split())
     assert '(default: None)' not in h and '(default: False)' not in h
     for line in h.split(' --')[1:]: assert line.count('default') <= 1, line
+    assert cmd == 'prepare' or '(default: 0)' in h  # --seed's default 0 is shown (0 is not "no default")
 
 def test_console_script_help():
     r = subprocess.run([sys.executable, '-c', 'import sys; from fgflow.cli import main; sys.exit(main())', '--help'],
