@@ -6,8 +6,9 @@ from scipy import stats
 from fgflow.features import FeatureSet, feature_values
 from fgflow.flow import projection_fraction
 from fgflow.model import FGFNet3D
-from fgflow.train import (Augment, TrainingError, auc_ci, fgf_penalty, load_checkpoint, roc_auc, stratified_kfold,
-                          stratified_split, train)
+from fgflow.train import (LAM_AUTO, Augment, TrainingError, auc_ci, feature_directions, fgf_penalty, load_checkpoint, roc_auc,
+                          sign_penalty, stratified_kfold, stratified_split, train)
+from fgflow.train import _target
 from fgflow.io import FGFlowError
 from _train_ddp_worker import Blobs, TinyNet
 
@@ -151,7 +152,8 @@ def test_train_history_checkpoints_and_exact_resume(tmp_path):
     tr, va = _data()
     torch.manual_seed(0); full = train(TinyNet(), tr, va, epochs=4, out_dir=tmp_path / 'full', **KW)
     h = full.history
-    assert list(h.columns) == ['epoch', 'loss', 'bce', 'penalty', 'valid_auc', 'valid_loss', 'time']
+    assert list(h.columns) == ['epoch', 'loss', 'bce', 'penalty', 'sign_penalty', 'lam', 'valid_auc', 'valid_loss', 'valid_align', 'time']
+    assert (h.lam == 0.3).all() and (h.sign_penalty == 0).all() and h.valid_align.between(0, 1).all()   # a number: sign-blind
     assert h['epoch'].tolist() == [0, 1, 2, 3]
     assert np.allclose(h['loss'], h['bce'] + 0.3 * h['penalty'], atol=1e-6)
     assert ((h['penalty'] > 0) & (h['penalty'] <= 1)).all()
@@ -217,5 +219,45 @@ def test_feature_gradient_cache_is_bit_identical(monkeypatch):
         r = T.train(TinyNet(), tr, va, features=fs, lam=0.5, epochs=3, lr=1e-2, batch_size=4, seed=1, progress=False)
         runs[budget] = (r.model.state_dict(), calls['n'])
     (cached, n_cached), (plain, n_plain) = runs.values()
-    assert n_cached == len(tr) and n_plain == 3 * len(tr)        # once per case vs once per case and epoch
+    # once per case vs once per case and epoch (the validation set's, for valid_align, too)
+    assert n_cached == len(tr) + len(va) and n_plain == 3 * (len(tr) + len(va))
     assert all(torch.equal(cached[k], plain[k]) for k in cached)
+
+
+# ---------------------------------------------------------------- lam="auto": the sign-aware term
+def test_sign_penalty_gradient_matches_double_backprop():
+    "The central-difference surrogate's weight gradient equals autograd through ∇f (create_graph), ‖∇f‖ held fixed."
+    torch.manual_seed(0)
+    model, x = TinyNet(), Blobs(4, S=8, seed=3).x
+    G = FeatureSet(['volume', 'elongation'], spacing=(2., 2., 2.)).gradients(x)
+    t = _target(G, torch.tensor([1., -1.]))
+    with torch.no_grad(): model.f[-1].weight.mul_(-1)                  # make sure some samples are on the wrong side
+    p = sign_penalty(model, x, t, h=0.01)
+    g_fd = torch.autograd.grad(p, list(model.parameters()), allow_unused=True)
+    xr = x.clone().requires_grad_(True)
+    gf, = torch.autograd.grad(model(xr).sum(), xr, create_graph=True)
+    cos = (gf * t).flatten(1).sum(1) / gf.flatten(1).norm(dim=1).detach()
+    q = torch.relu(-cos).sum() / len(x)
+    g_db = torch.autograd.grad(q, list(model.parameters()), allow_unused=True)
+    a, b = (torch.cat([(v if v is not None else torch.zeros_like(w)).flatten() for v, w in zip(g, model.parameters())]) for g in (g_fd, g_db))
+    assert p.item() == pytest.approx(q.item(), rel=1e-3) and p.item() > 0
+    assert torch.nn.functional.cosine_similarity(a, b, 0) > 0.99
+
+def test_lam_auto_signed_history_and_errors(tmp_path):
+    tr, va = _data()
+    assert feature_directions(['volume', 'elongation'], tr)['volume'] == 1.     # larger blobs are the positives
+    torch.manual_seed(0)
+    r = train(TinyNet(), tr, va, features=['volume', 'elongation'], lam='auto', epochs=2, batch_size=6, lr=1e-2, progress=False,
+              out_dir=tmp_path)
+    h, cfg = r.history, load_checkpoint(tmp_path / 'last.pt')['config']
+    assert (h.lam == LAM_AUTO).all() and cfg['lam'] == LAM_AUTO
+    assert cfg['directions'] == feature_directions(['volume', 'elongation'], tr) and set(cfg['directions'].values()) <= {-1., 0., 1.}
+    assert np.allclose(h.loss, h.bce + LAM_AUTO * (h.penalty + h.sign_penalty), rtol=1e-5)
+    assert h.sign_penalty.between(0, 1).all() and h.valid_align.between(0, 1).all()
+    kw = dict(features=['volume', 'elongation'], epochs=1, progress=False)
+    with pytest.raises(TrainingError, match='lam must be a number or "auto"'): train(TinyNet(), tr, va, lam='big', **kw)
+    with pytest.raises(TrainingError, match='finite number >= 0'): train(TinyNet(), tr, va, lam=-1.0, **kw)
+    with pytest.raises(TrainingError, match=r"directions name features \['mean'\] not in the penalty's set"):
+        train(TinyNet(), tr, va, lam=1.0, directions={'mean': 1}, **kw)
+    with pytest.raises(TrainingError, match='directions must be "auto"'): train(TinyNet(), tr, va, lam=1.0, directions='up', **kw)
+    with pytest.raises(TrainingError, match='lam > 0 needs features'): train(TinyNet(), tr, va, lam='auto', progress=False)
