@@ -1,7 +1,8 @@
 """The straightforward way to compute the FGF measure: per sample, per feature `torch.autograd.grad`.
 
 Same mathematics as `fgflow.flow.fgf_measure` (step='auto', Heun, linear cut at the boundary, trapezoidal
-mean of cos² along the line, a0 when the line has zero length), written as a user would write it by hand."""
+mean of cos² along the line, a0 when the line has zero length, lines kept in the box [0, 1] by dropping the
+components that would leave it), written as a user would write it by hand."""
 from __future__ import annotations
 import numpy as np, torch
 from fgflow.features import FEATURES
@@ -28,10 +29,11 @@ def _align(x, gf, names, spacing, window, W) -> np.ndarray:
     return np.array(out)
 
 def naive_measure(model, X, names, noise, spacing=(1., 1., 1.), window=(-200., 300.), threshold=0.0,
-                  steps_per_line:int=20, max_steps:int=200) -> np.ndarray:
-    "Per-point m (N, K + R): K named features then the R noise features (weights of `noise`)."
+                  steps_per_line:int=20, max_steps:int=200, domain=(0., 1.), edge_tol:float=1e-6) -> np.ndarray:
+    "Per-point m (N, K + R): K named features then the R noise features (weights of `noise`); lines kept in `domain`."
     model.eval()
     W = noise.weights
+    box = (lambda z: z) if domain is None else (lambda z: z.clamp(*domain))
     rows = []
     for i in range(len(X)):
         x = X[i:i + 1].float()
@@ -39,15 +41,24 @@ def naive_measure(model, X, names, noise, spacing=(1., 1., 1.), window=(-200., 3
         h = float((f - threshold).abs() / g.flatten().norm() / steps_per_line)
         if not (np.isfinite(h) and h > 0): h = 1.0
         s = -float(torch.sign(f - threshold))
+        def field(g, x):
+            "Unit projected field s·g/|g| (components that would leave the box dropped), g usable, and not stuck at the edge."
+            gt = g
+            if domain is not None: gt = g.masked_fill(((x <= domain[0]) & (s * g < 0)) | ((x >= domain[1]) & (s * g > 0)), 0)
+            n, nt = float(g.flatten().norm()), float(gt.flatten().norm())
+            ok = np.isfinite(n) and n > 0
+            v = s * gt / nt if np.isfinite(nt) and nt > 0 else torch.zeros_like(g)
+            return v, ok, ok and nt >= edge_tol * n
         a0 = _align(x, g, names, spacing, window, W)
         I, L, prev = np.zeros_like(a0), 0.0, a0
-        unit = lambda g: s * g / g.flatten().norm()
-        if s != 0 and g.flatten().norm() > 0:
+        _, ok, okt = field(g, x)
+        if s != 0 and ok and okt:
             for _ in range(max_steps):
-                v = unit(g)
-                _, gp = _grad(model, x + h * v)
-                v2 = unit(gp) if torch.isfinite(gp.norm()) and gp.norm() > 0 else v
-                xn = x + h / 2 * (v + v2)
+                v, _, _ = field(g, x)
+                xp = box(x + h * v)
+                _, gp = _grad(model, xp)
+                v2, _, ok2 = field(gp, xp)
+                xn = box(x + h / 2 * (v + (v2 if ok2 else v)))
                 fn, gn = _grad(model, xn)
                 crossed = bool(s * (fn - threshold) >= 0)
                 if crossed:
@@ -58,6 +69,7 @@ def naive_measure(model, X, names, noise, spacing=(1., 1., 1.), window=(-200., 3
                 an = _align(xn, gn, names, spacing, window, W)
                 I += 0.5 * (prev + an) * ds; L += ds
                 x, f, g, prev = xn, fn, gn, an
-                if crossed or not gn.flatten().norm() > 0: break
+                _, okn, oktn = field(gn, xn)
+                if crossed or not (okn and oktn): break
         rows.append(I / L if L > 0 else a0)
     return np.stack(rows)
