@@ -148,20 +148,26 @@ def _defined_penalty(gf:Tensor, G:Tensor, P:Tensor) -> tuple[Tensor, Tensor]:
 
 # %% ../nbs/05_train.ipynb #1e57dc54
 _PWL = (nn.ReLU, nn.LeakyReLU)
+_MAXPOOL = {nn.MaxPool1d: F.max_pool1d, nn.MaxPool2d: F.max_pool2d, nn.MaxPool3d: F.max_pool3d}
+
+def _argmax(m:nn.Module, x:Tensor) -> Tensor:
+    "Indices (into each flattened plane of `x`) of the maxima that max-pooling module `m` picks."
+    return _MAXPOOL[type(m)](x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, return_indices=True)[1]
 
 class _FrozenPattern:
-    "Record the on/off pattern of a model's nn.ReLU/nn.LeakyReLU modules, then replay it as fixed linear maps."
-    def __init__(self, model:nn.Module): self.mods = [m for m in model.modules() if isinstance(m, _PWL)]
+    "Record the on/off pattern of a model's ReLU/LeakyReLU modules and the picks of its MaxPool modules, then replay them as fixed linear maps."
+    def __init__(self, model:nn.Module): self.mods = [m for m in model.modules() if isinstance(m, _PWL) or type(m) in _MAXPOOL]
     def record(self):
-        "Context: the next forward pass stores `output > 0` of every call of every module (a module may be reused)."
+        "Context: the next forward pass stores `output > 0` (activations) or the argmax (pools) of every call of every module (a module may be reused)."
         self.masks = {m: [] for m in self.mods}
-        hooks = [m.register_forward_hook(lambda m, i, o: self.masks[m].append(o.detach() > 0)) for m in self.mods]
-        return _Hooks(hooks)
+        def keep(m, i, o): self.masks[m].append(_argmax(m, i[0].detach()) if type(m) in _MAXPOOL else o.detach() > 0)
+        return _Hooks([m.register_forward_hook(keep) for m in self.mods])
     def replay(self, select):
-        "Context: the k-th call of each module computes `where(select(mask_k), x, slope * x)`."
+        "Context: the k-th call of each module computes `where(select(mask_k), x, slope * x)`, or gathers `x` at `select(argmax_k)`."
         for m in self.mods:
-            it, a = iter([select(k) for k in self.masks[m]]), float(getattr(m, 'negative_slope', 0.0))
-            m.forward = lambda x, it=it, a=a: torch.where(next(it), x, a * x)
+            it = iter([select(k) for k in self.masks[m]])
+            if type(m) in _MAXPOOL: m.forward = lambda x, it=it: (lambda i: x.flatten(2).gather(2, i.flatten(2)).view(i.shape))(next(it))
+            else: m.forward = lambda x, it=it, a=float(getattr(m, 'negative_slope', 0.0)): torch.where(next(it), x, a * x)
         return _Hooks([], self.mods)
 
 class _Hooks:

@@ -60,6 +60,18 @@ def test_densenet_penalty_aligns_the_per_sample_eval_gradient(densenet, method, 
     assert nn.functional.cosine_similarity(gb.flatten(1), ref, dim=1).min() < 0.9
 
 
+def test_densenet_finite_difference_matches_double_backprop(densenet):
+    "ReLU patterns and MaxPool picks held at x: the finite difference's weight gradient is double backprop's (0.889 with the pool free)."
+    x, _ = _blobs(4)
+    fs = FeatureSet(['volume', 'elongation'], spacing=(4., 4., 4.))
+    G, wg = fs.gradients(x), []
+    for method in ('double_backprop', 'finite_difference'):
+        densenet.zero_grad(); T.fgf_penalty(densenet, x, fs, method=method, G=G).backward()
+        wg.append(torch.cat([torch.zeros_like(q).flatten() if q.grad is None else q.grad.flatten() for q in densenet.parameters()]).double())
+    densenet.zero_grad()
+    assert nn.functional.cosine_similarity(*wg, 0) > 0.999
+
+
 def test_densenet_coupling_is_found_and_named(densenet):
     x, _ = _blobs(4)
     with warnings.catch_warnings(record=True) as w:
