@@ -518,7 +518,7 @@ class _Factored:
         "‖G_k‖² (B, K) in float64."
         out = torch.zeros(self.shape[0], self.K, dtype=torch.float64, device=self.device)
         for idx, ch, A, P, H, _ in self.parts:
-            out[:, idx] += (P.double() ** 2).sum(-1) if ch is None else ((A @ H) * A).sum(-1)
+            out[:, idx] += torch.linalg.vector_norm(P, dim=-1, dtype=torch.float64) ** 2 if ch is None else ((A @ H) * A).sum(-1)
         return out
     def rows(self, idx:list|None=None) -> Tensor:
         "Dense rows G[:, idx] (B, k, C*N) in float64."
@@ -548,7 +548,11 @@ def _factored_gradients(x:Tensor, names:Sequence[str], spacing=(1., 1., 1.), win
     if mom:
         A0, A1, V, H0, H1 = _coef_moments(x, m, window, [names[i] for i in mom])
         F_.add(mom, 0, A0, V[:, :4], H0, m.reshape(B, -1)).add(mom, 1, A1, V, H1)
-    rest = [i for i, n in enumerate(names) if i not in coord and i not in mom]
+    mesh = [i for i, n in enumerate(names) if grp.get(n) == 'mesh']
+    if mesh:                                                    # one mesh for both, kept in float64
+        g = _GROUPS['mesh'](x, m, spacing, window, [names[i] for i in mesh])
+        F_.add(mesh, None, None, torch.stack([g[names[i]][1] for i in mesh], 1).reshape(B, len(mesh), -1))
+    rest = [i for i, n in enumerate(names) if i not in coord and i not in mom and i not in mesh]
     if rest: F_.add(rest, None, None, feature_gradients(x, [names[i] for i in rest], spacing, window).reshape(B, len(rest), -1))
     return F_
 
