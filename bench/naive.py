@@ -32,7 +32,7 @@ def naive_measure(model, X, names, noise, spacing=(1., 1., 1.), window=(-200., 3
                   steps_per_line:int=20, max_steps:int=200, domain=(0., 1.), edge_tol:float=1e-6) -> np.ndarray:
     "Per-point m (N, K + R): K named features then the R noise features (weights of `noise`); lines kept in `domain`."
     model.eval()
-    W = noise.weights
+    W = noise.weights.to(X.device)
     box = (lambda z: z) if domain is None else (lambda z: z.clamp(*domain))
     rows = []
     for i in range(len(X)):
