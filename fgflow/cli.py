@@ -214,7 +214,7 @@ def run_demo(out:str|Path='fgflow_demo', # output folder
     st('figures', 'figures and report')
     figs = {}
     for m, r in res.items(): figs[f'fgf_{m}'] = _savefig(viz.plot_fgf(r, model=m), out/f'fgf_{m}.png')
-    figs['roc'] = _savefig(viz.plot_roc({m: (dte.labels, s) for m, s in scores.items()}), out/'roc.png')
+    figs['roc'] = _savefig(viz.plot_roc({m: (dte.labels, s) for m, s in scores.items()}, title=f'ROC on the {len(dte)} test cases ({int(dte.labels.sum())} positive)'), out/'roc.png')
     figs['history'] = _savefig(viz.plot_history({m: r.history for m, r in models.items()}), out/'history.png')
     pos = int(np.flatnonzero(dte.labels == 1)[0]) if (dte.labels == 1).any() else 0
     figs['flow_montage'] = _savefig(viz.plot_flow_montage(models['regularized'].model, dte[pos][0], step='auto',

@@ -74,7 +74,11 @@ def plot_roc(curves:dict, # name -> (labels, scores)
     return fig
 
 # %% ../nbs/06_viz.ipynb #f5adae14
+_HIST = {'loss': ('training loss', 'BCE + λ·penalty'), 'penalty': ('FGF penalty (training)', 'mean(1 − a_S)'),
+         'valid_auc': ('validation AUC', 'AUC')}
+
 def plot_history(histories:dict, # name -> history DataFrame (columns epoch, loss, valid_auc, optionally penalty)
+                 title:str='Training, per epoch', # the figure's title
                 ) -> plt.Figure:
     "Training curves: loss, penalty and validation AUC per epoch for several runs."
     cols = [c for c in ('loss', 'penalty', 'valid_auc') if any(c in pd.DataFrame(h) for h in histories.values())]
@@ -83,8 +87,9 @@ def plot_history(histories:dict, # name -> history DataFrame (columns epoch, los
         for name, h in histories.items():
             h = pd.DataFrame(h)
             if c in h and h[c].notna().any(): ax.plot(h['epoch'], h[c], marker='.', label=name)
-        ax.set(xlabel='epoch', title=c.replace('_', ' '))
-    axs[0, -1].legend(fontsize=8)
+        ax.set(xlabel='epoch', title=_HIST[c][0], ylabel=_HIST[c][1])
+    axs[0, -1].legend(fontsize=8, title='model', title_fontsize=8)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
