@@ -595,7 +595,7 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
     cache_G = lam > 0 and augment is None and len(train_data) * len(getattr(feats, "names", [0])) * train_data[0][0].numel() * 4 <= _G_CACHE_BYTES
     loader = torch.utils.data.DataLoader(_Indexed(train_data), batch_size=batch_size // d.world, sampler=sampler,
                                          num_workers=0, collate_fn=_collate)
-    Gcache = {}
+    Gcache, Pcache = {}, {}  # per case: feature gradients and the pseudo-inverse of their Gram matrix
     GVcache = {} if feats is not None and len(valid_data) * len(getattr(feats, 'names', [0])) * valid_data[0][0].numel() * 4 <= _G_CACHE_BYTES else None
     sign = torch.tensor([dirs[n] for n in feats.names], device=device) if dirs else None
     vsamp = torch.utils.data.DistributedSampler(valid_data, num_replicas=d.world, rank=d.rank, shuffle=False)
@@ -612,15 +612,16 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
             if augment is not None: x = augment(x, generator=gen)
             bce = lossf(net(x), y)
             ok = bool(torch.isfinite(bce))  # a non-finite input would make the features fail first
-            G, pen, spen = None, bce.new_zeros(()), bce.new_zeros(())
+            G, P, pen, spen = None, None, bce.new_zeros(()), bce.new_zeros(())
             if cache_G and ok:
                 miss = [j for j, i in enumerate(idx.tolist()) if i not in Gcache]
                 if miss:
-                    for i, g in zip(idx[miss].tolist(), feats.gradients(x[miss])): Gcache[i] = g
-                G = torch.stack([Gcache[i] for i in idx.tolist()])
+                    Gm = feats.gradients(x[miss])
+                    for i, g, q in zip(idx[miss].tolist(), Gm, gram_pinv(Gm)): Gcache[i], Pcache[i] = g, q
+                G, P = (torch.stack([c[i] for i in idx.tolist()]) for c in (Gcache, Pcache))
             if lam > 0 and ok:
                 if G is None and sign is not None: G = feats.gradients(x.detach())
-                pen = fgf_penalty(model, x, feats, method=penalty_method, G=G)
+                pen = fgf_penalty(model, x, feats, method=penalty_method, G=G, pinv=P)
                 if sign is not None: spen = sign_penalty(model, x, _target(G, sign))
             loss = bce + lam * (pen + spen)
             bad = _all_sum(torch.tensor([0. if ok and torch.isfinite(loss).item() else 1.], device=device), d)
