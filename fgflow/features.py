@@ -347,25 +347,27 @@ _POW = ((0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (2, 0, 0), (0, 2, 0), (0, 0,
 _Q2 = [[4, 7, 8], [7, 5, 9], [8, 9, 6]]  # index of the monomial c_a c_b among the ten of `_Grid`
 
 class _Grid:
-    "The ten monomials 1, z, y, x, z², y², x², zy, zx, yx of the voxel positions in mm, never written out: sums against them contract one axis at a time."
+    "The ten monomials 1, z, y, x, z², y², x², zy, zx, yx of the voxel positions in mm, (10, D*H*W) float64, and their Gram matrix (10, 10)."
     def __init__(self, x:Tensor, spacing):
-        self.shape, self.spacing = tuple(x.shape[2:]), spacing
-        self.V = [torch.stack([c.reshape(-1) ** k for k in range(3)], 1) for c in _axis_coords(x, spacing)]   # (n, 3) per axis
-        i, j, k = (torch.tensor(t, device=x.device) for t in zip(*_POW))
-        self.ijk = i, j, k
-        pz, py, px = (V.T @ V for V in self.V)                             # Σ c^(a+b) per axis, (3, 3) each
-        self.H = pz[i][:, i] * py[j][:, j] * px[k][:, k]                    # Gram (10, 10) of the monomials
+        c = [a.expand(x.shape[2:]).reshape(-1) for a in _axis_coords(x, spacing)]
+        self.P = torch.stack([c[0] ** i * c[1] ** j * c[2] ** k for i, j, k in _POW])
+        self.H = self.P @ self.P.T
     def sums(self, u:Tensor) -> Tensor:
-        "Σ u times each monomial, (B, 10), for fields u (B, D, H, W) (one pass over u)."
-        t = torch.einsum('bdhw,wk->bdhk', u, self.V[2])
-        t = torch.einsum('bdhk,hj->bdjk', t, self.V[1])
-        t = torch.einsum('bdjk,di->bijk', t, self.V[0])
-        return t[:, self.ijk[0], self.ijk[1], self.ijk[2]]
+        "Σ u times each monomial, (B, 10), for fields u (B, D*H*W) (one matrix product)."
+        return u.reshape(len(u), -1) @ self.P.T
     def dense(self) -> Tensor:
-        "The monomials written out, (10, D*H*W)."
-        z, y, w = (V[:, 1] for V in self.V)
-        c = [z.view(-1, 1, 1).expand(self.shape), y.view(1, -1, 1).expand(self.shape), w.view(1, 1, -1).expand(self.shape)]
-        return torch.stack([c[0] ** i * c[1] ** j * c[2] ** k for i, j, k in _POW]).reshape(10, -1)
+        "The monomials (10, D*H*W)."
+        return self.P
+
+_GRIDS: dict = {}  # (grid shape, spacing, device) -> _Grid
+
+def _grid(x:Tensor, spacing) -> _Grid:
+    "The `_Grid` of x's grid and spacing, cached (the last few grids)."
+    key = (tuple(x.shape[2:]), tuple(float(s) for s in spacing), str(x.device))
+    if key not in _GRIDS:
+        if len(_GRIDS) >= 4: _GRIDS.clear()
+        _GRIDS[key] = _Grid(x, spacing)
+    return _GRIDS[key]
 
 def _eigen_upstream(L:Tensor, n:str) -> Tensor:
     "d feature / d eigenvalues (B, 3) of the axis feature `n`, averaged over equal eigenvalues as `_EigvalshSym.backward` does."
@@ -382,7 +384,7 @@ def _eigen_upstream(L:Tensor, n:str) -> Tensor:
 
 def _coef_coord(x:Tensor, m:Tensor, spacing, names:list) -> Tensor:
     "Mask-channel gradients of volume, centroids and axis features as coefficients (B, k, 10) on the monomials of `_Grid`."
-    mom = _Grid(x, spacing).sums(m)                                    # (B, 10): sums of m times each monomial
+    mom = _grid(x, spacing).sums(m)                                    # (B, 10): sums of m times each monomial
     S = mom[:, 0]; mu = mom[:, 1:4] / S[:, None]
     cov = mom[:, _Q2] / S[:, None, None] - mu[:, :, None] * mu[:, None, :]
     L, V = torch.linalg.eigh(cov) if any(n not in ('volume', 'centroid_x', 'centroid_y', 'centroid_z') for n in names) else (None, None)
@@ -405,21 +407,23 @@ def _coef_coord(x:Tensor, m:Tensor, spacing, names:list) -> Tensor:
     return torch.stack(out, 1)
 
 def _coef_moments(x:Tensor, m:Tensor, window, names:list):
-    "Mean, variance, skewness, kurtosis: coefficients A0 on m·d^j (CT channel, j < 4) and A1 on d^j (mask channel, j < 5), the powers V = d^j (B, 5, N) and the Gram matrices of both sets of fields."
+    "Mean, variance, skewness, kurtosis: coefficients A0 on m·d^j (CT channel, j < 4) and A1 on d^j (mask channel, j < 5), the powers V = d^j, j = 1..4 (B, 4, N), and the Gram matrices of both sets of fields."
     lo, span = float(window[0]), float(window[1]) - float(window[0])
     B = len(x); m = m.reshape(B, -1); N = m.shape[1]
-    V = torch.empty(B, 5, N, dtype=torch.float64, device=x.device)
-    V[:, 0] = 1.; V[:, 1] = x[:, 0].reshape(B, -1)                      # the CT channel in float64
-    S = m.sum(1); mu = lo + span * (m[:, None, :] @ V[:, 1, :, None]).view(B) / S
-    V[:, 1].mul_(span).add_((lo - mu)[:, None])                           # d = HU - mu, in place
-    for j in (2, 3, 4): torch.mul(V[:, j - 1], V[:, 1], out=V[:, j])
-    Y = torch.empty(B, 4, N, dtype=torch.float64, device=x.device)
-    Y[:, 0] = m; torch.mul(m, m, out=Y[:, 1]); torch.mul(Y[:, 1], V[:, 2], out=Y[:, 2]); Y[:, 3] = V[:, 4]
-    T = V @ Y.transpose(1, 2)                                             # (B, 5, 4): Σ d^j times m, m², m² d², d⁴
-    M = T[:, :, 0] / S[:, None]                                           # M[k] = Σ w d^k, k = 0..4
+    V = torch.empty(B, 4, N, dtype=torch.float64, device=x.device)
+    V[:, 0] = x[:, 0].reshape(B, -1)                                    # the CT channel in float64
+    S = m.sum(1); mu = lo + span * (V[:, 0, None, :] @ m[..., None]).view(B) / S
+    V[:, 0].mul_(span).add_((lo - mu)[:, None])                           # d = HU - mu, in place
+    for j in (1, 2, 3): torch.mul(V[:, j - 1], V[:, 0], out=V[:, j])
+    q = m * m
+    Mm, Mq, q0 = (V @ m[..., None])[..., 0], (V @ q[..., None])[..., 0], q.sum(1, keepdim=True)
+    q.mul_(V[:, 1])                                                       # m² d²
+    Mr, h5 = (V[:, 2:] @ q[..., None])[..., 0], (V @ V[:, 3, :, None])[..., 0]
+    one = torch.ones_like(S)[:, None]
+    M = torch.cat([one, Mm / S[:, None]], 1)                              # M[k] = Σ w d^k, k = 0..4
     M[:, 1] = 0.
-    s = torch.cat([T[:, :, 1], T[:, 3:, 2]], 1)                           # Σ m² d^p, p = 0..6
-    h = torch.cat([V.sum(-1), T[:, 1:, 3]], 1)                            # Σ d^p, p = 0..8
+    s = torch.cat([q0, Mq, Mr], 1)                                        # Σ m² d^p, p = 0..6
+    h = torch.cat([one * N, V.sum(-1), h5], 1)                            # Σ d^p, p = 0..8
     hank = torch.arange(5, device=x.device)[:, None] + torch.arange(5, device=x.device)
     H0, H1 = s[:, hank[:4, :4]], h[:, hank]                               # Gram of m d^j and of d^j
     def dm(k):                                                                      # dM_k: (CT coefs (4,), mask coefs (5,))
@@ -445,7 +449,7 @@ def _grad_volume(x, m, spacing, window, names):
 
 def _grad_coord(x, m, spacing, window, names):
     "Centroids and axis features: mask-channel gradients A @ P on the position monomials (one eigendecomposition)."
-    P = _Grid(x, spacing).dense()
+    P = _grid(x, spacing).dense()
     A = _coef_coord(x, m, spacing, names)
     return {n: (1, (A[:, i] @ P).view(m.shape)) for i, n in enumerate(names)}
 
@@ -455,7 +459,8 @@ def _grad_moments(x, m, spacing, window, names):
     "Mean, variance, skewness, kurtosis: A0 @ (m d^j) on the CT channel, A1 @ d^j on the mask channel."
     A0, A1, V, _, _ = _coef_moments(x, m, window, names)
     mf = m.reshape(len(m), 1, -1)
-    return {n: (2, (((A0[:, i, None] @ V[:, :4]) * mf).view(m.shape), (A1[:, i, None] @ V).view(m.shape))) for i, n in enumerate(names)}
+    f0, f1 = (A0[:, :, 1:] @ V[:, :3] + A0[:, :, :1]) * mf, A1[:, :, 1:] @ V + A1[:, :, :1]   # the constant field j = 0 added
+    return {n: (2, (f0[:, i].view(m.shape), f1[:, i].view(m.shape))) for i, n in enumerate(names)}
 
 def _grad_mesh(x, m, spacing, window, names):
     with torch.enable_grad():
@@ -497,27 +502,29 @@ _FAST = _fast_gradients
 
 # %% ../nbs/03_features.ipynb #c8e98738
 class _Factored:
-    "Feature gradients G (B, K, C, D, H, W) held as parts: coefficients A (B, k, J) on fields P·w (P: (B, J, N) or a `_Grid`, w: (B, N) or None) of one channel, or dense rows."
+    "Feature gradients G (B, K, C, D, H, W) held as parts: coefficients A (B, k, J) on fields P·w (P: (B, J, N), after a constant field when `one`, or a `_Grid`; w: (B, N) or None) of one channel, or dense rows."
     def __init__(self, shape, K:int, dtype=torch.float64, device=None):
         self.shape, self.K, self.dtype, self.device, self.parts = tuple(shape), K, dtype, device, []
-    def add(self, idx:list, ch, A, P, H=None, w=None):
-        "Rows `idx` are A @ (P·w) on channel `ch` (H: the Gram matrix of the fields P·w), or dense rows P (B, k, C*N) when `ch` is None."
-        self.parts.append((list(idx), ch, A, P, H, w)); return self
+    def add(self, idx:list, ch, A, P, H=None, w=None, one:bool=False):
+        "Rows `idx` are A @ (P·w) on channel `ch` (H: the Gram matrix of the fields P·w; `one`: a constant field before P), or dense rows P (B, k, C*N) when `ch` is None."
+        self.parts.append((list(idx), ch, A, P, H, w, one)); return self
     def dots(self, gf:Tensor) -> Tensor:
         "G gf (B, K) in float64 for gf (B, C*N)."
         B, C = self.shape[:2]
         g, out = gf.detach().double().reshape(B, C, -1), gf.new_zeros(B, self.K, dtype=torch.float64)
-        for idx, ch, A, P, _, w in self.parts:
+        for idx, ch, A, P, _, w, one in self.parts:
             if ch is None: v = (P.double() @ g.reshape(B, -1, 1))[..., 0]
             else:
                 u = g[:, ch] if w is None else g[:, ch] * w
-                v = (A @ (P.sums(u.view(B, *self.shape[2:])) if isinstance(P, _Grid) else (P @ u[..., None])[..., 0])[..., None])[..., 0]
+                t = P.sums(u) if isinstance(P, _Grid) else (P @ u[..., None])[..., 0]
+                if one: t = torch.cat([u.sum(-1, keepdim=True), t], 1)
+                v = (A @ t[..., None])[..., 0]
             out[:, idx] += v
         return out
     def sqnorms(self) -> Tensor:
         "‖G_k‖² (B, K) in float64."
         out = torch.zeros(self.shape[0], self.K, dtype=torch.float64, device=self.device)
-        for idx, ch, A, P, H, _ in self.parts:
+        for idx, ch, A, P, H, _, _ in self.parts:
             out[:, idx] += torch.linalg.vector_norm(P, dim=-1, dtype=torch.float64) ** 2 if ch is None else ((A @ H) * A).sum(-1)
         return out
     def rows(self, idx:list|None=None) -> Tensor:
@@ -525,13 +532,15 @@ class _Factored:
         idx = list(range(self.K)) if idx is None else list(idx)
         B, C = self.shape[:2]; N = math.prod(self.shape[2:])
         out = torch.zeros(B, len(idx), C, N, dtype=torch.float64, device=self.device)
-        for pidx, ch, A, P, _, w in self.parts:
+        for pidx, ch, A, P, _, w, one in self.parts:
             sel = [(i, pidx.index(j)) for i, j in enumerate(idx) if j in pidx]
             if not sel: continue
             o, r = [s[0] for s in sel], [s[1] for s in sel]
             if ch is None: out[:, o] += P[:, r].double().reshape(B, len(r), C, N)
             elif isinstance(P, _Grid): out[:, o, ch] += A[:, r] @ P.dense()
-            else: out[:, o, ch] += A[:, r] @ P if w is None else (A[:, r] @ P) * w[:, None]
+            else:
+                f = A[:, r, 1:] @ P + A[:, r, :1] if one else A[:, r] @ P
+                out[:, o, ch] += f if w is None else f * w[:, None]
         return out.reshape(B, len(idx), -1)
 
 def _factored_gradients(x:Tensor, names:Sequence[str], spacing=(1., 1., 1.), window=(-200., 300.)) -> _Factored:
@@ -542,12 +551,12 @@ def _factored_gradients(x:Tensor, names:Sequence[str], spacing=(1., 1., 1.), win
     F_, m = _Factored(x.shape, len(names), device=x.device), _mask(x)
     coord = [i for i, n in enumerate(names) if grp.get(n) in ('volume', 'centroid', 'eigen')]
     if coord:
-        grid = _Grid(x, spacing)
+        grid = _grid(x, spacing)
         F_.add(coord, 1, _coef_coord(x, m, spacing, [names[i] for i in coord]), grid, grid.H[None])
     mom = [i for i, n in enumerate(names) if grp.get(n) == 'moments']
     if mom:
         A0, A1, V, H0, H1 = _coef_moments(x, m, window, [names[i] for i in mom])
-        F_.add(mom, 0, A0, V[:, :4], H0, m.reshape(B, -1)).add(mom, 1, A1, V, H1)
+        F_.add(mom, 0, A0, V[:, :3], H0, m.reshape(B, -1), one=True).add(mom, 1, A1, V, H1, one=True)
     mesh = [i for i, n in enumerate(names) if grp.get(n) == 'mesh']
     if mesh:                                                    # one mesh for both, kept in float64
         g = _GROUPS['mesh'](x, m, spacing, window, [names[i] for i in mesh])
