@@ -383,7 +383,7 @@ def load_checkpoint(path:str|Path) -> dict:
         msg = str(e); detail = msg.split('WeightsUnpickler error:')[-1].strip().split('\n')[0] if 'WeightsUnpickler' in msg else msg.split('\n')[0]
         why = ('it holds Python objects that the safe loader (weights_only=True) refuses to unpickle; load only files '
                'written by `fgflow train`' if 'Unsupported global' in msg else
-               f"not a checkpoint written by `fgflow train` ({detail or type(e).__name__})")
+               f"not a checkpoint written by `fgflow train` (torch.load: {type(e).__name__}{': ' + detail if detail else ''})")
         raise TrainingError(f"{path}: cannot read checkpoint: {why}") from None
     if not isinstance(ck, dict) or 'model' not in ck:
         raise TrainingError(f"{path}: cannot read checkpoint: expected a dict with 'model' weights (written by `fgflow train`), found {type(ck).__name__}")
