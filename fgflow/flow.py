@@ -307,8 +307,10 @@ def _nanmean(a:np.ndarray, axis:int) -> np.ndarray:
         warnings.simplefilter('ignore', RuntimeWarning); return np.nanmean(a, axis)
 
 def _set_null(mn:np.ndarray, k:int) -> np.ndarray:
-    "Null of a k-feature set from single-noise cos² (N, R): the sum over k consecutive noise features (cyclic)."
-    return mn if k <= 1 else sum(np.roll(mn, -i, axis=1) for i in range(k))
+    "Null of a k-feature set from single-noise cos² (N, R): R // k draws, each the sum over its own k noise features."
+    if k <= 1: return mn
+    n = mn.shape[-1] // k  # disjoint blocks: no noise feature is shared by two draws
+    return mn[..., :n * k].reshape(*mn.shape[:-1], n, k).sum(-1)
 
 def _summarize(m:np.ndarray, mn:np.ndarray, names:list, kinds:list, reached:np.ndarray, n_boot:int, seed:int, sizes=None,
                at_edge:np.ndarray|None=None, stuck:np.ndarray|None=None):

@@ -158,8 +158,6 @@ def test_null_models_refuse_other_settings(splits, tmp_path):
         train_null_models(splits, 1, tmp_path/'x', model_fn=MK, train_kwargs=dict(KW, out_dir='.'), progress=False)
 
 
-@pytest.mark.xfail(strict=True, reason="fgflow.flow._set_null sums k consecutive noise draws cyclically, so a k-feature "
-                                       "set's null draws share noise features (issue 16); reported to the 04_flow owners")
 def test_flow_set_null_draws_independent_noise_for_each_member():
     "Each null draw of a k-feature set is a sum of k distinct noise features, and no noise feature is in two draws."
     from fgflow.flow import _set_null
