@@ -306,26 +306,37 @@ def _mesh_topology(inside:np.ndarray):
             ends.append(t); signs.append(s)
     return np.concatenate(ends), np.concatenate(signs)
 
+def _mesh_batch(mp:Tensor):
+    "Topology of a batch of padded occupancies (B, D, H, W), concatenated: per triangle its vertices' edge ends as flat indices into `mp` (F, 3, 2) and as positions about the sample's bounding-box corner (F, 3, 2, 3), orientation signs (F,) and the sample (F,)."
+    inside = (mp.detach() > 0.5).cpu().numpy()
+    st = np.array([mp.shape[2] * mp.shape[3], mp.shape[3], 1])
+    E, P, S, I = [], [], [], []
+    for b, ins in enumerate(inside):
+        ends, sign = _mesh_topology(ins)
+        o = np.argwhere(ins).min(0) if ins.any() else np.zeros(3, np.int64)   # a fixed point of the mask's bounding box
+        E.append(ends @ st + b * ins.size); P.append(ends - o); S.append(sign); I.append(np.full(len(sign), b))
+    dev = mp.device
+    return tuple(torch.from_numpy(np.concatenate(a)).to(dev) for a in (E, P, S, I))
+
+def _mesh_vertices(mf:Tensor, e:Tensor, p:Tensor, sp:Tensor):
+    "Vertices (F, 3, 3) in mm of the triangles with edge ends `e`, `p` on the flat occupancy `mf`, with the interpolation t (F, 3), 1/(m_b - m_a) (0 where m_a = m_b) and the edge vectors p_b - p_a in mm (F, 3, 3)."
+    m = mf[e]                                                    # (F, 3, 2) occupancies at the edge ends
+    d = m[..., 1] - m[..., 0]
+    ok = d.abs() > 1e-12
+    dd = torch.where(ok, d, 1.)
+    t, dinv = torch.where(ok, (0.5 - m[..., 0]) / dd, 0.), torch.where(ok, 1 / dd, 0.)
+    p = p.to(mf.dtype)
+    return (p[..., 0, :] + t[..., None] * (p[..., 1, :] - p[..., 0, :])) * sp, t, dinv, (p[..., 1, :] - p[..., 0, :]) * sp
+
 def _mesh(x:Tensor, spacing) -> tuple[Tensor, Tensor]:
-    "Surface area (B,) in mm^2 and mesh volume (B,) in mm^3 of each sample's occupancy (closed mesh of the padded mask), float64."
+    "Surface area (B,) in mm^2 and mesh volume (B,) in mm^3 of each sample's occupancy (closed mesh of the padded mask), float64, differentiable, the batch in one pass."
     mp = F.pad(_mask(x), (1, 1, 1, 1, 1, 1))
     sp = torch.tensor([float(s) for s in spacing], dtype=torch.float64, device=x.device)
-    area, vol = [], []
-    for b in range(len(mp)):
-        inside = (mp[b] > 0.5).cpu().numpy()
-        ends, sign = _mesh_topology(inside)
-        o = np.argwhere(inside).min(0) if inside.any() else np.zeros(3, np.int64)   # a fixed point of the mask's bounding box
-        e = torch.from_numpy(ends).to(x.device)
-        m = mp[b][e[..., 0], e[..., 1], e[..., 2]]                 # (F, 3, 2) occupancies at the edge ends
-        d = m[..., 1] - m[..., 0]
-        ok = d.abs() > 1e-12
-        t = torch.where(ok, (0.5 - m[..., 0]) / torch.where(ok, d, 1.), 0.)
-        p = e.double() - torch.from_numpy(o).to(x.device).double()   # volume about the bounding box, not the crop
-        v = (p[..., 0, :] + t[..., None] * (p[..., 1, :] - p[..., 0, :])) * sp   # (F, 3, 3) vertices in mm
-        a_, b_, c_ = v[:, 0], v[:, 1], v[:, 2]
-        area.append(0.5 * _safe_sqrt((torch.linalg.cross(a_ - c_, b_ - c_)**2).sum(-1)).sum())
-        vol.append((torch.from_numpy(sign).to(v) * (torch.linalg.cross(a_, b_) * c_).sum(-1)).sum() / 6)
-    return torch.stack(area), torch.stack(vol).abs()
+    e, p, sign, bi = _mesh_batch(mp)
+    a_, b_, c_ = _mesh_vertices(mp.reshape(-1), e, p, sp)[0].unbind(1)
+    area = mp.new_zeros(len(mp)).index_add(0, bi, 0.5 * _safe_sqrt((torch.linalg.cross(a_ - c_, b_ - c_)**2).sum(-1)))
+    vol = mp.new_zeros(len(mp)).index_add(0, bi, sign * (torch.linalg.cross(a_, b_) * c_).sum(-1)) / 6
+    return area, vol.abs()
 
 @register_feature('surface_area', unit='mm^2', description='area of the marching-cubes mesh at occupancy 0.5 (pyradiomics SurfaceArea)')
 def surface_area(x:Tensor, spacing=(1., 1., 1.), window=None) -> Tensor:
@@ -463,13 +474,33 @@ def _grad_moments(x, m, spacing, window, names):
     return {n: (2, (f0[:, i].view(m.shape), f1[:, i].view(m.shape))) for i, n in enumerate(names)}
 
 def _grad_mesh(x, m, spacing, window, names):
-    with torch.enable_grad():
-        xr = x.detach().double().requires_grad_(True)
-        a, v = _mesh(xr, spacing)
-        outs = {'surface_area': a, 'sphericity': _sphericity(a, v)}
-        want = [n for n in ('surface_area', 'sphericity') if n in names]
-        gs = [torch.autograd.grad(outs[n].sum(), xr, allow_unused=True, retain_graph=i < len(want) - 1)[0] for i, n in enumerate(want)]
-    return {n: (None, torch.zeros_like(xr) if g is None else g) for n, g in zip(want, gs)}
+    "Surface area and sphericity on the mask channel: closed-form vertex gradients of each triangle's area and signed volume, through the interpolation t to the two voxels of each vertex's edge, one scatter for the batch."
+    cr = torch.linalg.cross
+    mp = F.pad(m, (1, 1, 1, 1, 1, 1)); B = len(mp)
+    sp = torch.tensor([float(s) for s in spacing], dtype=torch.float64, device=m.device)
+    e, p, sign, bi = _mesh_batch(mp)
+    v, t, dinv, dp = _mesh_vertices(mp.reshape(-1), e, p, sp)
+    a, b, c = v.unbind(1)
+    n = cr(a - c, b - c); nn = (n * n).sum(-1); ok = nn > 0            # twice each triangle's vector area
+    r = torch.where(ok, 1 / torch.where(ok, nn, 1.).sqrt(), 0.)        # 1/|n| (0 with _safe_sqrt's zero gradient)
+    nh = n * r[:, None]
+    gA = 0.5 * torch.stack([cr(b - c, nh), cr(c - a, nh), cr(a - b, nh)], 1)   # dA_f / d(a, b, c), (F, 3, 3)
+    A = mp.new_zeros(B).index_add(0, bi, 0.5 * _safe_sqrt(nn))
+    sv = mp.new_zeros(B).index_add(0, bi, sign * (cr(a, b) * c).sum(-1)) / 6   # signed volume; V = |sv|
+    want = [k for k in ('surface_area', 'sphericity') if k in names]
+    cols = []
+    for k in want:
+        if k == 'surface_area': cols.append(gA); continue
+        V = sv.abs(); S = _sphericity(A, V); okS = (A > 0) & (V > 0)
+        cV = torch.where(okS, S * sv.sign() / (1.5 * torch.where(okS, V, 1.)), 0.)   # dS = S (2/3 dV/V - dA/A)
+        cA = torch.where(okS, -S / torch.where(okS, A, 1.), 0.)
+        gV = torch.stack([cr(b, c), cr(c, a), cr(a, b)], 1) * (sign * cV[bi] / 6)[:, None, None]
+        cols.append(gV + gA * cA[bi][:, None, None])
+    gt = (torch.stack(cols, -1) * dp[..., None]).sum(2)                 # d/dt per vertex (F, 3, k)
+    gm = torch.stack([gt * ((t - 1) * dinv)[..., None], gt * (-t * dinv)[..., None]], 2)   # dt/dm_a, dt/dm_b
+    g = mp.new_zeros(mp.numel(), len(want)).index_add_(0, e.reshape(-1), gm.reshape(-1, len(want)))
+    g = g.view(*mp.shape, len(want))[:, 1:-1, 1:-1, 1:-1]
+    return {k: (1, g[..., i]) for i, k in enumerate(want)}
 
 _GROUPS = {'volume': _grad_volume, 'centroid': _grad_centroid, 'moments': _grad_moments, 'eigen': _grad_eigen, 'mesh': _grad_mesh}
 _ANALYTIC = {'volume': ('volume', volume), 'mean': ('moments', mean), 'variance': ('moments', variance),
@@ -558,9 +589,10 @@ def _factored_gradients(x:Tensor, names:Sequence[str], spacing=(1., 1., 1.), win
         A0, A1, V, H0, H1 = _coef_moments(x, m, window, [names[i] for i in mom])
         F_.add(mom, 0, A0, V[:, :3], H0, m.reshape(B, -1), one=True).add(mom, 1, A1, V, H1, one=True)
     mesh = [i for i, n in enumerate(names) if grp.get(n) == 'mesh']
-    if mesh:                                                    # one mesh for both, kept in float64
+    if mesh:                                                    # one mesh for both: fields on the mask channel, float64
         g = _GROUPS['mesh'](x, m, spacing, window, [names[i] for i in mesh])
-        F_.add(mesh, None, None, torch.stack([g[names[i]][1] for i in mesh], 1).reshape(B, len(mesh), -1))
+        P = torch.stack([g[names[i]][1] for i in mesh], 1).reshape(B, len(mesh), -1)
+        F_.add(mesh, 1, torch.eye(len(mesh), dtype=P.dtype, device=P.device).expand(B, -1, -1), P, P @ P.transpose(1, 2))
     rest = [i for i, n in enumerate(names) if i not in coord and i not in mom and i not in mesh]
     if rest: F_.add(rest, None, None, feature_gradients(x, [names[i] for i in rest], spacing, window).reshape(B, len(rest), -1))
     return F_
