@@ -80,3 +80,9 @@ def test_written_narrative_quotes_the_committed_numbers(nb, res):
     assert f"test AUC {res['reg_test_auc']:.2f} vs {res['plain_test_auc']:.2f}" in text
     assert f"to {res['M_S_reg']:.2f}" in text and f"from {res['M_S_plain']:.1g}" in text
     assert f"Bayes AUC of these test cases is {res['bayes_test_auc']:.2f}" in text
+
+
+def test_second_seed_from_the_same_configuration(nb, res):
+    "nbs/paper/results_seed1.json (tools/rerun_paper.sh --seed1) is the same paper configuration on cohort seed 1."
+    r1 = json.loads((RESULTS.parent/'results_seed1.json').read_text())
+    assert r1['config'] == _paper_cfg(nb) and r1['seed'] == 1 and res['seed'] == 0 and r1['init'] == 'scratch'
