@@ -288,52 +288,52 @@ def _cap(ax:int, sep_lo:np.ndarray, p:np.ndarray):
 def _mesh_topology(inside:np.ndarray):
     "Closed mesh of a padded boolean volume: triangles as edge endpoints (F, 3, 2, 3) in voxel indices, and orientation signs (F,)."
     D, H, W = inside.shape
-    idx = np.zeros((D - 1, H - 1, W - 1), np.int64)
-    for i, (a, b, c) in enumerate(_CORNERS): idx |= inside[a:D - 1 + a, b:H - 1 + b, c:W - 1 + c].astype(np.int64) << i
-    flip = idx >= 128
+    idx = np.zeros((D - 1, H - 1, W - 1), np.uint8)              # cube cases, one byte each
+    for i, (a, b, c) in enumerate(_CORNERS): idx |= inside[a:D - 1 + a, b:H - 1 + b, c:W - 1 + c].view(np.uint8) << i
     cubes = np.argwhere((idx > 0) & (idx < 255))                 # (N, 3) cubes the surface crosses
-    rows = _tri_table()[np.where(flip, idx ^ 0xff, idx)[tuple(cubes.T)], :15].reshape(-1, 5, 3)   # up to 5 triangles per cube
+    ic = idx[tuple(cubes.T)].astype(np.int64); flip = ic >= 128
+    rows = _tri_table()[np.where(flip, ic ^ 0xff, ic), :15].reshape(-1, 5, 3)   # up to 5 triangles per cube
     cube_of, k = np.nonzero(rows[:, :, 0] >= 0)
     ends = [cubes[cube_of][:, None, None, :] + _CORNERS[_EDGES[rows[cube_of, k]]]]   # (F, 3, 2, 3)
-    signs = [np.where(flip[tuple(cubes[cube_of].T)], -1., 1.)]
+    signs = [np.where(flip[cube_of], -1., 1.)]
     sep = _face_separates()
     for ax in range(3):                                          # faces where neighbouring cubes resolve an ambiguous face differently
-        n = idx.shape[ax]
-        a = sep[np.take(idx, range(n - 1), ax), ax, 1]
-        b = sep[np.take(idx, range(1, n), ax), ax, 0]
-        for p in np.argwhere((a >= 0) & (a != b)):
-            t, s = _cap(ax, a[tuple(p)] == 1, p)
+        lo = cubes[(sep[ic, ax, 1] >= 0) & (cubes[:, ax] < idx.shape[ax] - 1)]   # surface cubes with an ambiguous face ahead
+        hi = lo.copy(); hi[:, ax] += 1
+        a, b = sep[idx[tuple(lo.T)], ax, 1], sep[idx[tuple(hi.T)], ax, 0]
+        for p, sep_lo in zip(lo[a != b], a[a != b] == 1):
+            t, s = _cap(ax, sep_lo, p)
             ends.append(t); signs.append(s)
     return np.concatenate(ends), np.concatenate(signs)
 
 def _mesh_batch(mp:Tensor):
-    "Topology of a batch of padded occupancies (B, D, H, W), concatenated: per triangle its vertices' edge ends as flat indices into `mp` (F, 3, 2) and as positions about the sample's bounding-box corner (F, 3, 2, 3), orientation signs (F,) and the sample (F,)."
+    "Topology of a batch of padded occupancies (B, D, H, W), concatenated: per triangle vertex its edge's two ends as flat indices into `mp` (F, 3, 2), the first end's position about the sample's bounding-box corner and the edge's direction (F, 3, 3) each (float64), orientation signs (F,) and the sample (F,)."
     inside = (mp.detach() > 0.5).cpu().numpy()
     st = np.array([mp.shape[2] * mp.shape[3], mp.shape[3], 1])
-    E, P, S, I = [], [], [], []
+    E, P, U, S, I = [], [], [], [], []
     for b, ins in enumerate(inside):
         ends, sign = _mesh_topology(ins)
-        o = np.argwhere(ins).min(0) if ins.any() else np.zeros(3, np.int64)   # a fixed point of the mask's bounding box
-        E.append(ends @ st + b * ins.size); P.append(ends - o); S.append(sign); I.append(np.full(len(sign), b))
-    dev = mp.device
-    return tuple(torch.from_numpy(np.concatenate(a)).to(dev) for a in (E, P, S, I))
+        o = np.array([np.argmax(ins.any(tuple(j for j in range(3) if j != a))) for a in range(3)])   # the mask's bounding-box corner (0 if empty)
+        E.append(ends @ st + b * ins.size); P.append(ends[:, :, 0] - o); U.append(ends[:, :, 1] - ends[:, :, 0])
+        S.append(sign); I.append(np.full(len(sign), b))
+    E, P, U, S, I = (torch.from_numpy(np.concatenate(a)).to(mp.device) for a in (E, P, U, S, I))
+    return E, P.double(), U.double(), S, I
 
-def _mesh_vertices(mf:Tensor, e:Tensor, p:Tensor, sp:Tensor):
-    "Vertices (F, 3, 3) in mm of the triangles with edge ends `e`, `p` on the flat occupancy `mf`, with the interpolation t (F, 3), 1/(m_b - m_a) (0 where m_a = m_b) and the edge vectors p_b - p_a in mm (F, 3, 3)."
+def _mesh_vertices(mf:Tensor, e:Tensor, p:Tensor, u:Tensor, sp:Tensor):
+    "Vertices (F, 3, 3) in mm on the edges `e` (first end `p`, direction `u`) of the flat occupancy `mf`, the interpolation t (F, 3) and 1/(m_b - m_a) (0 where m_a = m_b)."
     m = mf[e]                                                    # (F, 3, 2) occupancies at the edge ends
     d = m[..., 1] - m[..., 0]
     ok = d.abs() > 1e-12
     dd = torch.where(ok, d, 1.)
     t, dinv = torch.where(ok, (0.5 - m[..., 0]) / dd, 0.), torch.where(ok, 1 / dd, 0.)
-    p = p.to(mf.dtype)
-    return (p[..., 0, :] + t[..., None] * (p[..., 1, :] - p[..., 0, :])) * sp, t, dinv, (p[..., 1, :] - p[..., 0, :]) * sp
+    return (p + t[..., None] * u) * sp, t, dinv
 
 def _mesh(x:Tensor, spacing) -> tuple[Tensor, Tensor]:
     "Surface area (B,) in mm^2 and mesh volume (B,) in mm^3 of each sample's occupancy (closed mesh of the padded mask), float64, differentiable, the batch in one pass."
     mp = F.pad(_mask(x), (1, 1, 1, 1, 1, 1))
     sp = torch.tensor([float(s) for s in spacing], dtype=torch.float64, device=x.device)
-    e, p, sign, bi = _mesh_batch(mp)
-    a_, b_, c_ = _mesh_vertices(mp.reshape(-1), e, p, sp)[0].unbind(1)
+    e, p, u, sign, bi = _mesh_batch(mp)
+    a_, b_, c_ = _mesh_vertices(mp.reshape(-1), e, p, u, sp)[0].unbind(1)
     area = mp.new_zeros(len(mp)).index_add(0, bi, 0.5 * _safe_sqrt((torch.linalg.cross(a_ - c_, b_ - c_)**2).sum(-1)))
     vol = mp.new_zeros(len(mp)).index_add(0, bi, sign * (torch.linalg.cross(a_, b_) * c_).sum(-1)) / 6
     return area, vol.abs()
@@ -478,8 +478,8 @@ def _grad_mesh(x, m, spacing, window, names):
     cr = torch.linalg.cross
     mp = F.pad(m, (1, 1, 1, 1, 1, 1)); B = len(mp)
     sp = torch.tensor([float(s) for s in spacing], dtype=torch.float64, device=m.device)
-    e, p, sign, bi = _mesh_batch(mp)
-    v, t, dinv, dp = _mesh_vertices(mp.reshape(-1), e, p, sp)
+    e, p, u, sign, bi = _mesh_batch(mp)
+    v, t, dinv = _mesh_vertices(mp.reshape(-1), e, p, u, sp)
     a, b, c = v.unbind(1)
     n = cr(a - c, b - c); nn = (n * n).sum(-1); ok = nn > 0            # twice each triangle's vector area
     r = torch.where(ok, 1 / torch.where(ok, nn, 1.).sqrt(), 0.)        # 1/|n| (0 with _safe_sqrt's zero gradient)
@@ -488,19 +488,20 @@ def _grad_mesh(x, m, spacing, window, names):
     A = mp.new_zeros(B).index_add(0, bi, 0.5 * _safe_sqrt(nn))
     sv = mp.new_zeros(B).index_add(0, bi, sign * (cr(a, b) * c).sum(-1)) / 6   # signed volume; V = |sv|
     want = [k for k in ('surface_area', 'sphericity') if k in names]
-    cols = []
-    for k in want:
-        if k == 'surface_area': cols.append(gA); continue
-        V = sv.abs(); S = _sphericity(A, V); okS = (A > 0) & (V > 0)
-        cV = torch.where(okS, S * sv.sign() / (1.5 * torch.where(okS, V, 1.)), 0.)   # dS = S (2/3 dV/V - dA/A)
-        cA = torch.where(okS, -S / torch.where(okS, A, 1.), 0.)
-        gV = torch.stack([cr(b, c), cr(c, a), cr(a, b)], 1) * (sign * cV[bi] / 6)[:, None, None]
-        cols.append(gV + gA * cA[bi][:, None, None])
-    gt = (torch.stack(cols, -1) * dp[..., None]).sum(2)                 # d/dt per vertex (F, 3, k)
-    gm = torch.stack([gt * ((t - 1) * dinv)[..., None], gt * (-t * dinv)[..., None]], 2)   # dt/dm_a, dt/dm_b
-    g = mp.new_zeros(mp.numel(), len(want)).index_add_(0, e.reshape(-1), gm.reshape(-1, len(want)))
-    g = g.view(*mp.shape, len(want))[:, 1:-1, 1:-1, 1:-1]
-    return {k: (1, g[..., i]) for i, k in enumerate(want)}
+    ca, cb, us = (t - 1) * dinv, -t * dinv, u * sp                     # dt/dm_a, dt/dm_b (F, 3); dv/dt (F, 3, 3)
+    ea, eb = e[..., 0].reshape(-1), e[..., 1].reshape(-1)
+    g = mp.new_zeros(len(want), mp.numel())
+    for i, k in enumerate(want):
+        if k == 'surface_area': gv = gA
+        else:                                                           # dS = S (2/3 dV/V - dA/A)
+            V = sv.abs(); S = _sphericity(A, V); okS = (A > 0) & (V > 0)
+            cV = torch.where(okS, S * sv.sign() / (1.5 * torch.where(okS, V, 1.)), 0.)
+            cA = torch.where(okS, -S / torch.where(okS, A, 1.), 0.)
+            gv = torch.stack([cr(b, c), cr(c, a), cr(a, b)], 1) * (sign * cV[bi] / 6)[:, None, None] + gA * cA[bi][:, None, None]
+        gt = (gv * us).sum(-1)                                          # d/dt per vertex (F, 3)
+        g[i].index_add_(0, ea, (gt * ca).reshape(-1)).index_add_(0, eb, (gt * cb).reshape(-1))
+    g = g.view(len(want), *mp.shape)[:, :, 1:-1, 1:-1, 1:-1]
+    return {k: (1, g[i]) for i, k in enumerate(want)}
 
 _GROUPS = {'volume': _grad_volume, 'centroid': _grad_centroid, 'moments': _grad_moments, 'eigen': _grad_eigen, 'mesh': _grad_mesh}
 _ANALYTIC = {'volume': ('volume', volume), 'mean': ('moments', mean), 'variance': ('moments', variance),
