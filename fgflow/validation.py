@@ -22,9 +22,10 @@ from .phantoms import (FACTORS, LABEL_RULES, affine_lps, factor_sd, intervene, l
 __all__ = ['FEATURE_FACTOR', 'TRUTH_SETS', 'WRONG_SETS', 'STUDY_CONFIG', 'TINY_CONFIG', 'CONFIGS', 'DESIGN_SEEDS',
            'HELDOUT_SEEDS', 'METHODS', 'DEFAULT_METHOD', 'MODEL_COLUMNS', 'EFFECT_COLUMNS', 'VERDICT_COLUMNS',
            'STUDY_FILES', 'ValidationError', 'rule_factors', 'truth', 'reference_crop', 'study_cohort', 'study_split',
-           'study_labels', 'intervention_logits', 'factor_effects', 'spearman_scores', 'rcv_scores', 'method_verdicts',
-           'seed_split', 'IntensityGate', 'study_model', 'train_study_model', 'run_seed', 'parse_seeds', 'parse_rules',
-           'check_out', 'run_study', 'read_study', 'summarize_study', 'plot_study', 'gradient_overlap']
+           'study_labels', 'intervention_logits', 'factor_effects', 'mark_used', 'spearman_scores', 'rcv_scores',
+           'method_verdicts', 'seed_split', 'IntensityGate', 'study_model', 'train_study_model', 'run_seed',
+           'parse_seeds', 'parse_rules', 'check_out', 'run_study', 'read_study', 'summarize_study', 'plot_study',
+           'gradient_overlap']
 
 # %% ../nbs/11_validation.ipynb #ca448152
 class ValidationError(FGFlowError):
@@ -141,18 +142,24 @@ def intervention_logits(models:dict, # name -> model (eval mode is set here)
 
 def factor_effects(logits:np.ndarray, # (1 + F, n): row 0 the cases as drawn, row 1 + j with factor j moved
                    moved:np.ndarray, # (F, n) SDs each factor moved
-                   share:float, # |effect| must reach share x SD of the logit over the cases to count as used
                    n_boot:int=2000, # bootstrap resamples of the cases
                    seed:int=0,
                   ) -> pd.DataFrame:
-    "Per factor: effect (mean logit change per +1 SD), bootstrap CI, used, and the logit's SD over the cases."
+    "Per factor: effect (mean logit change per +1 SD), its percentile bootstrap CI over cases, and the logit's SD over the cases."
     per = (logits[1:] - logits[0]) / moved                               # (F, n) change per +1 SD
     idx = np.random.default_rng(seed).integers(0, per.shape[1], (n_boot, per.shape[1]))
-    boot = per[:, idx].mean(-1)                                          # (F, n_boot)
-    lo, hi = np.quantile(boot, [0.025, 0.975], axis=1)
-    eff, sd = per.mean(1), logits[0].std(ddof=1)
-    used = ((lo > 0) | (hi < 0)) & (np.abs(eff) >= share * sd)
-    return pd.DataFrame(dict(factor=list(FACTORS), effect=eff, ci_low=lo, ci_high=hi, used=used, logit_sd=sd))
+    lo, hi = np.quantile(per[:, idx].mean(-1), [0.025, 0.975], axis=1)
+    return pd.DataFrame(dict(factor=list(FACTORS), effect=per.mean(1), ci_low=lo, ci_high=hi, logit_sd=logits[0].std(ddof=1)))
+
+def mark_used(effects:pd.DataFrame, # factor_effects rows of one seed's models (column `model`; null models named null_<k>)
+              quantile:float=0.95, # of the null models' |effect| over every (null model, factor)
+             ) -> pd.DataFrame:
+    "Add `used`: the CI excludes 0 and |effect| exceeds the `quantile` of |effect| among the seed's null models."
+    nul = effects[effects.model.astype(str).str.startswith('null_')].effect.abs()
+    if nul.empty: raise ValidationError("mark_used needs the seed's null models (model names null_<k>) to set the threshold")
+    thr = float(np.quantile(nul, quantile))
+    return effects.assign(used=((effects.ci_low > 0) | (effects.ci_high < 0)) & (effects.effect.abs() > thr), used_threshold=thr)
+
 
 # %% ../nbs/11_validation.ipynb #0952f909
 def spearman_scores(logits:Sequence[float], # model outputs over the test set (N,)
@@ -272,7 +279,7 @@ STUDY_CONFIG = dict(n_cases=400, matrix=128, size=36, spacing=3.0, window=(-200.
                     positive_rate=0.3, width=8, depth=3, gate=True, epochs=20, batch_size=16, lr=3e-3,
                     lam='auto', lam_fallback=1.0, regularized=('volume+elongation',), n_null=19, null_statistic='unique',
                     n_noise=100, steps_per_line=10, max_steps=30, baselines=('global', 'mask', 'smooth'), n_perm=2000,
-                    delta_sd=1.0, n_boot=2000, used_share=0.1)
+                    delta_sd=1.0, n_boot=2000, used_quantile=0.95)
 TINY_CONFIG = dict(STUDY_CONFIG, n_cases=60, matrix=48, size=12, spacing=9.0, width=4, depth=2, epochs=2, batch_size=8, n_null=2,
                    n_noise=8, steps_per_line=2, max_steps=3, n_perm=50, n_boot=200)
 CONFIGS = {'study': STUDY_CONFIG, 'tiny': TINY_CONFIG}
@@ -400,9 +407,9 @@ def run_seed(work:str|Path, # working folder of this seed (cohort, checkpoints, 
         lg, moved = intervention_logits({f'{r}|{n}': m for (r, n), m in named.items()}, seed, te, cfg, cfg['delta_sd'], progress)
         eff = []
         for (r, n) in named:
-            e = factor_effects(lg[f'{r}|{n}'], moved, cfg['used_share'], cfg['n_boot'], seed)
+            e = factor_effects(lg[f'{r}|{n}'], moved, cfg['n_boot'], seed)
             eff.append(e.assign(**key, rule=r, model=n, rule_uses=e.factor.isin(rule_factors(r) if r in LABEL_RULES else [])))
-        effects = pd.concat(eff, ignore_index=True)
+        effects = mark_used(pd.concat(eff, ignore_index=True), cfg['used_quantile'])
     bar.update()
     verdicts = []
     for (rule, name), (m, S) in models.items():
@@ -416,7 +423,7 @@ def run_seed(work:str|Path, # working folder of this seed (cohort, checkpoints, 
         verdicts.append(v.assign(**key, rule=rule, model=name))
     bar.update(); bar.close()
     md = pd.DataFrame(rows)[MODEL_COLUMNS]
-    return md, effects[EFFECT_COLUMNS + ['logit_sd']], pd.concat(verdicts, ignore_index=True)[VERDICT_COLUMNS], clock.s
+    return md, effects[EFFECT_COLUMNS + ['logit_sd', 'used_threshold']], pd.concat(verdicts, ignore_index=True)[VERDICT_COLUMNS], clock.s
 
 MODEL_COLUMNS = ['seed', 'split', 'rule', 'model', 'init', 'test_auc', 'bayes_auc', 'n_test', 'M_S', 'seconds']
 EFFECT_COLUMNS = ['seed', 'split', 'rule', 'model', 'factor', 'effect', 'ci_low', 'ci_high', 'used', 'rule_uses']
@@ -585,8 +592,8 @@ def plot_study(verdicts:pd.DataFrame, # read_study's verdicts (plain models are 
         ax.set_title(f"{rule}\nshare of seeds significant", fontsize=9)
     u = e.pivot_table(index='factor', columns='rule', values='used', aggfunc='mean').reindex(index=list(FACTORS), columns=rules)
     u.plot.barh(ax=axs[-1], width=0.8); axs[-1].invert_yaxis()
-    axs[-1].set_xlabel('share of seeds the plain model uses the factor'); axs[-1].set_title('the models\' truth (interventions)', fontsize=9)
-    axs[-1].legend(fontsize=7); fig.tight_layout()
+    axs[-1].set_xlabel('share of seeds used'); axs[-1].set_title('factors the plain models use\n(interventions)', fontsize=9)
+    axs[-1].legend(fontsize=7, loc='lower right'); fig.tight_layout()
     return fig
 
 # %% ../nbs/11_validation.ipynb #14a7093a

@@ -4,7 +4,7 @@ import numpy as np, pandas as pd, pytest, torch
 from fgflow.features import FEATURES
 from fgflow.phantoms import FACTORS, LABEL_RULES, factor_sd
 from fgflow.validation import (EFFECT_COLUMNS, FEATURE_FACTOR, METHODS, MODEL_COLUMNS, VERDICT_COLUMNS, ValidationError,
-                               factor_effects, intervention_logits, parse_seeds, read_study, rule_factors, run_study,
+                               factor_effects, intervention_logits, mark_used, parse_seeds, read_study, rule_factors, run_study,
                                study_labels, study_split, summarize_study, truth)
 from fgflow.cli import main
 
@@ -26,18 +26,26 @@ def test_labels_and_split():
     assert [len(p) for p in parts] == [200, 100, 100] and len(np.unique(np.concatenate(parts))) == 400
 
 
-def test_factor_effects_recovers_a_known_response():
+def test_factor_effects_recovers_a_known_response_and_null_models_set_used():
     rng = np.random.default_rng(0)
     n, F = 100, len(FACTORS)
-    base = rng.normal(0, 2.0, n)                                          # logit SD about 2
+    base = rng.normal(0, 2.0, n)
     moved = np.where(rng.random((F, n)) < 0.1, -1.0, 1.0)                 # some cases stepped down (hard limit)
     resp = np.zeros(F); resp[list(FACTORS).index('size')] = 0.8; resp[list(FACTORS).index('pos_x')] = 0.05
     logits = np.vstack([base, base + moved * resp[:, None] + rng.normal(0, 0.01, (F, n))])
-    e = factor_effects(logits, moved, share=0.1, n_boot=500).set_index('factor')
-    assert e.effect['size'] == pytest.approx(0.8, abs=0.01) and e.used['size']
-    assert e.ci_low['pos_x'] > 0 and not e.used['pos_x']                 # precise but below 0.1 x SD: not used
-    assert not e.used.drop(['size', 'pos_x']).any()
-    assert (e.ci_low <= e.effect).all() and (e.effect <= e.ci_high).all()
+    e = factor_effects(logits, moved, n_boot=500).set_index('factor')
+    assert e.effect['size'] == pytest.approx(0.8, abs=0.01) and e.ci_low['pos_x'] > 0
+    assert (e.ci_low <= e.effect).all() and (e.effect <= e.ci_high).all() and e.logit_sd.iloc[0] == pytest.approx(base.std(ddof=1))
+    nulls = [factor_effects(np.vstack([b0 := rng.normal(0, 0.02, n), b0 + rng.normal(0, 0.1, (F, n))]), np.ones((F, n)), 300, k).assign(model=f'null_{k}')
+             for k in range(10)]
+    t = mark_used(pd.concat([e.reset_index().assign(model='plain'), *nulls], ignore_index=True))
+    thr = t.used_threshold.iloc[0]
+    assert 0 < thr < 0.04 and thr == pytest.approx(np.quantile(pd.concat(nulls).effect.abs(), 0.95))
+    u = t[t.model == 'plain'].set_index('factor').used
+    assert u['size'] and u['pos_x']                                       # 0.05 logits beats what the null models show
+    assert t[t.model != 'plain'].used.mean() < 0.1
+    assert not u.drop(['size', 'pos_x']).any()
+    with pytest.raises(ValidationError, match='needs the seed.s null models'): mark_used(e.reset_index().assign(model='plain'))
 
 
 class _Sum(torch.nn.Module):
@@ -48,8 +56,8 @@ class _Sum(torch.nn.Module):
 def test_interventions_reach_the_model_through_the_crop():
     cfg = dict(matrix=48, spacing=3.0, size=36, window=(-200., 300.))
     lg, moved = intervention_logits({'vol': _Sum()}, 2, [0, 1, 2], cfg)
-    e = factor_effects(lg['vol'], moved, share=0.2, n_boot=200).set_index('factor')
-    assert e.used[e.used].index.tolist() == ['size']
+    e = factor_effects(lg['vol'], moved, n_boot=200).set_index('factor')
+    assert e.effect.abs().idxmax() == 'size' and (e.effect.abs().drop('size') < 0.1 * e.effect['size']).all()
     ratio = (lg['vol'][1 + list(FACTORS).index('size')] / lg['vol'][0]) ** (1 / moved[0])
     assert ratio == pytest.approx(np.exp(3 * factor_sd('size')), rel=0.15)
 
