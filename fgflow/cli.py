@@ -56,12 +56,12 @@ def md_table(df, # a pandas DataFrame
 # %% ../nbs/07_cli.ipynb #c34b67f1
 DEMO_CONFIGS = {
     # name: cohort size, crop (size voxels at spacing mm), model width/depth, training, measure
-    'tiny':    dict(n_cases=20, formats=('nifti',), matrix=64, size=16, spacing=4.0, width=4, depth=2, epochs=2, batch_size=4,
-                    lr=3e-3, lam=100.0, n_noise=4, steps_per_line=2, max_steps=4, n_boot=200, fractions=(0.5, 0.25, 0.25)),
+    'tiny':    dict(n_cases=40, formats=('nifti',), matrix=64, size=16, spacing=4.0, width=4, depth=2, epochs=2, batch_size=4,
+                    lr=3e-3, lam='auto', n_noise=4, steps_per_line=2, max_steps=4, n_boot=200, fractions=(0.5, 0.25, 0.25)),
     'quick':   dict(n_cases=40, formats=('nifti',), matrix=96, size=32, spacing=2.0, width=4, depth=3, epochs=6, batch_size=8,
-                    lr=3e-3, lam=100.0, n_noise=20, steps_per_line=8, max_steps=16, n_boot=1000, fractions=(0.5, 0.25, 0.25)),
+                    lr=3e-3, lam='auto', n_noise=20, steps_per_line=8, max_steps=16, n_boot=1000, fractions=(0.5, 0.25, 0.25)),
     'default': dict(n_cases=100, formats=('dicom',), matrix=128, size=32, spacing=2.0, width=8, depth=3, epochs=15, batch_size=8,
-                    lr=3e-3, lam=100.0, n_noise=50, steps_per_line=10, max_steps=30, n_boot=1000, fractions=(0.5, 0.25, 0.25)),
+                    lr=3e-3, lam='auto', n_noise=50, steps_per_line=10, max_steps=30, n_boot=1000, fractions=(0.5, 0.25, 0.25)),
 }
 DEMO_SET = ('volume', 'elongation')
 MD_COLS = ['name', 'kind', 'M', 'ci_low', 'ci_high', 'noise_mean', 'ratio', 'p_empirical_holm', 'p_paired_holm',
@@ -156,13 +156,12 @@ def open_cache(path, # cache folder written by `fgflow prepare`
     return CohortDataset(p, ids=ids)
 
 # %% ../nbs/07_cli.ipynb #d07b539e
-def _train_model(name, cfg, seed, dtr, dva, out, lam, features, progress, init=None):
+def _train_model(name, cfg, seed, dtr, dva, out, lam, features, progress):
     from fgflow.model import FGFNet3D
     from fgflow.train import train
     import torch
     torch.manual_seed(seed)
     model = FGFNet3D(in_channels=2, width=cfg['width'], depth=cfg['depth'])
-    if init is not None: model.load_state_dict(init.state_dict())  # fine-tune from the plain model
     r = train(model, dtr, dva, features=features, lam=lam, epochs=cfg['epochs'], lr=cfg['lr'],
               batch_size=cfg['batch_size'], seed=seed, out_dir=out/'runs'/name, progress=progress,
               patience=cfg['epochs'])
@@ -176,6 +175,16 @@ def _measure(model, data, cfg, seed, progress):
     return fgf_measure(model, data, fs, sets={'+'.join(DEMO_SET): list(DEMO_SET)}, n_noise=cfg['n_noise'],
                        step='auto', steps_per_line=cfg['steps_per_line'], max_steps=cfg['max_steps'], batch_size=cfg['batch_size'], seed=seed,
                        progress=progress, noise=cfg.get('noise', 'smooth'))
+
+# %% ../nbs/07_cli.ipynb #64010daf
+def _both_classes(parts:dict, cohort:Path, seed:int):
+    "Refuse a split part with one class: its AUC is undefined (a tiny cohort may hold too few positives)."
+    from fgflow.io import FGFlowError
+    for k, d in parts.items():
+        y = np.asarray(d.labels); n1 = int(y.sum())
+        if n1 == 0 or n1 == len(y):
+            raise FGFlowError(f"{cohort}: the {k} split has {n1} positive of {len(y)} cases (seed {seed}); "
+                              "AUC needs both classes: use a larger config (--quick or the default) or another --seed")
 
 # %% ../nbs/07_cli.ipynb #d7198091
 def run_demo(out:str|Path='fgflow_demo', # output folder
@@ -203,10 +212,10 @@ def run_demo(out:str|Path='fgflow_demo', # output folder
     dtr, dva, dte = (CohortDataset(out/'cache', ids=[ds.ids[i] for i in p]) for p in parts)
     for m in ('plain', 'regularized'): write_split(out/'runs'/m, out/'cache', seed, train=dtr.ids, valid=dva.ids, test=dte.ids)
     models, histories, scores = {}, {}, {}
+    _both_classes({'train': dtr, 'valid': dva, 'test': dte}, out/'cohort', seed)
     for mname, lam, feats in (('plain', 0.0, None), ('regularized', cfg['lam'], list(DEMO_SET))):
-        st(f'train_{mname}', f"train {mname} model (lam={lam:g}, {cfg['epochs']} epochs, {len(dtr)} train / {len(dva)} valid)")
-        r = _train_model(mname, cfg, seed, dtr, dva, out, lam, feats, progress,
-                         init=models['plain'].model if lam > 0 else None)
+        st(f'train_{mname}', f"train {mname} model from scratch (lam={lam}, {cfg['epochs']} epochs, {len(dtr)} train / {len(dva)} valid)")
+        r = _train_model(mname, cfg, seed, dtr, dva, out, lam, feats, progress)
         models[mname], histories[mname] = r, r.history
         scores[mname] = _predict(r.model, dte, cfg['batch_size'])
     st('measure', f"measure FGF on {len(dte)} test cases: {len(DEMO_SET)}-feature set + every feature vs {cfg['n_noise']} noise features")
@@ -308,7 +317,8 @@ def report_markdown(report:dict, tables:dict) -> str:
          f"HU window {d['window']}; split train/valid/test = {len(d['split']['train'])}/{len(d['split']['valid'])}/{len(d['split']['test'])} "
          f"(stratified, seed {report['seed']}).", '',
          f"Models: `FGFNet3D(width={s['width']}, depth={s['depth']})`, {s['epochs']} epochs; the regularized one adds "
-         f"λ·mean(1 − a_S) with S = {{{', '.join(s['set'])}}}, λ = {s['lam']:g}.", '',
+         f"λ·mean(1 − a_S) with S = {{{', '.join(s['set'])}}}, λ = {s['lam']} (`'auto'`: λ = 100 with the sign term, "
+         f"see the trainer's notebook), both trained from random weights.", '',
          '## Test AUC (stratified bootstrap 95% CI)', '', md_table(auc, '.3f'), '']
     sname = '+'.join(s['set'])
     L += [f"## The set {{{', '.join(s['set'])}}}, member by member", '',
