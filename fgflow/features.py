@@ -309,14 +309,14 @@ def _mesh_topology(inside:np.ndarray):
 def _mesh_batch(mp:Tensor):
     "Topology of a batch of padded occupancies (B, D, H, W), concatenated: per triangle vertex its edge's two ends as flat indices into `mp` (F, 3, 2), the first end's position about the sample's bounding-box corner and the edge's direction (F, 3, 3) each (float64), orientation signs (F,) and the sample (F,)."
     inside = (mp.detach() > 0.5).cpu().numpy()
-    st = np.array([mp.shape[2] * mp.shape[3], mp.shape[3], 1])
-    E, P, U, S, I = [], [], [], [], []
-    for b, ins in enumerate(inside):
-        ends, sign = _mesh_topology(ins)
-        o = np.array([np.argmax(ins.any(tuple(j for j in range(3) if j != a))) for a in range(3)])   # the mask's bounding-box corner (0 if empty)
-        E.append(ends @ st + b * ins.size); P.append(ends[:, :, 0] - o); U.append(ends[:, :, 1] - ends[:, :, 0])
-        S.append(sign); I.append(np.full(len(sign), b))
-    E, P, U, S, I = (torch.from_numpy(np.concatenate(a)).to(mp.device) for a in (E, P, U, S, I))
+    T, S, O = [], [], []
+    for ins in inside:
+        ends, sign = _mesh_topology(ins); T.append(ends); S.append(sign)
+        O.append([np.argmax(ins.any(tuple(j for j in range(3) if j != a))) for a in range(3)])   # bounding-box corner (0 if empty)
+    I, ends = np.repeat(np.arange(len(T)), [len(s) for s in S]), np.concatenate(T)
+    E = ends @ np.array([mp.shape[2] * mp.shape[3], mp.shape[3], 1]) + (I * inside[0].size)[:, None, None]
+    P, U = ends[:, :, 0] - np.array(O, np.int64)[I][:, None], ends[:, :, 1] - ends[:, :, 0]
+    E, P, U, S, I = (torch.from_numpy(a).to(mp.device) for a in (E, P, U, np.concatenate(S), I))
     return E, P.double(), U.double(), S, I
 
 def _mesh_vertices(mf:Tensor, e:Tensor, p:Tensor, u:Tensor, sp:Tensor):
@@ -486,7 +486,8 @@ def _grad_mesh(x, m, spacing, window, names):
     nh = n * r[:, None]
     gA = 0.5 * torch.stack([cr(b - c, nh), cr(c - a, nh), cr(a - b, nh)], 1)   # dA_f / d(a, b, c), (F, 3, 3)
     A = mp.new_zeros(B).index_add(0, bi, 0.5 * _safe_sqrt(nn))
-    sv = mp.new_zeros(B).index_add(0, bi, sign * (cr(a, b) * c).sum(-1)) / 6   # signed volume; V = |sv|
+    ab = cr(a, b)
+    sv = mp.new_zeros(B).index_add(0, bi, sign * (ab * c).sum(-1)) / 6   # signed volume; V = |sv|
     want = [k for k in ('surface_area', 'sphericity') if k in names]
     ca, cb, us = (t - 1) * dinv, -t * dinv, u * sp                     # dt/dm_a, dt/dm_b (F, 3); dv/dt (F, 3, 3)
     ea, eb = e[..., 0].reshape(-1), e[..., 1].reshape(-1)
@@ -497,7 +498,7 @@ def _grad_mesh(x, m, spacing, window, names):
             V = sv.abs(); S = _sphericity(A, V); okS = (A > 0) & (V > 0)
             cV = torch.where(okS, S * sv.sign() / (1.5 * torch.where(okS, V, 1.)), 0.)
             cA = torch.where(okS, -S / torch.where(okS, A, 1.), 0.)
-            gv = torch.stack([cr(b, c), cr(c, a), cr(a, b)], 1) * (sign * cV[bi] / 6)[:, None, None] + gA * cA[bi][:, None, None]
+            gv = torch.stack([cr(b, c), cr(c, a), ab], 1) * (sign * cV[bi] / 6)[:, None, None] + gA * cA[bi][:, None, None]
         gt = (gv * us).sum(-1)                                          # d/dt per vertex (F, 3)
         g[i].index_add_(0, ea, (gt * ca).reshape(-1)).index_add_(0, eb, (gt * cb).reshape(-1))
     g = g.view(len(want), *mp.shape)[:, :, 1:-1, 1:-1, 1:-1]
