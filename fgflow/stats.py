@@ -69,7 +69,13 @@ def _train_null(i:int, data, out, model_fn:Callable, train_kwargs:dict, seed:int
     "Train (or finish, or reuse) null model `i`; its best.pt."
     run = _null_dir(out, i)
     if (run/'done.json').exists(): return run/'best.pt'
-    if threads: torch.set_num_threads(threads)
+    before = torch.get_num_threads()
+    if threads: torch.set_num_threads(threads)  # a model's float reductions depend on the thread count
+    try: return _fit_null(i, run, data, model_fn, train_kwargs, seed)
+    finally: torch.set_num_threads(before)
+
+def _fit_null(i:int, run:Path, data, model_fn:Callable, train_kwargs:dict, seed:int) -> Path:
+    "Train null model `i` into `run` (resuming its last.pt); its best.pt."
     tr, va = data
     s = null_seed(seed, i)
     torch.manual_seed(s)
@@ -95,7 +101,7 @@ def train_null_models(data, # (train, valid) datasets of (x, y), as the model wa
                       *, model_fn:Callable[[], nn.Module], # builds a fresh model (picklable when workers > 1)
                       train_kwargs:dict|None=None, # fgflow.train.train's settings of the model (not seed/out_dir/resume/progress)
                       seed:int=0, # seed of the null-model stream
-                      workers:int=1, # processes training in parallel (1 torch thread each when > 1)
+                      workers:int=1, # processes training in parallel (each model trains on 1 torch thread, whatever workers)
                       progress:bool=True,
                      ) -> list[Path]:
     "Train or reuse `k` null models (the same procedure on permuted labels); their checkpoints in index order."
@@ -113,7 +119,7 @@ def train_null_models(data, # (train, valid) datasets of (x, y), as the model wa
     todo = [i for i in range(k) if not (_null_dir(out, i)/'done.json').exists()]
     bar = tqdm(total=len(todo), desc='null models', disable=not progress)
     if workers <= 1 or len(todo) <= 1:
-        for i in todo: _train_null(i, tuple(data), out, model_fn, kw, seed); bar.update()
+        for i in todo: _train_null(i, tuple(data), out, model_fn, kw, seed, 1); bar.update()  # 1 thread, as in a worker
     else:
         ctx = torch.multiprocessing.get_context('spawn')
         with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx) as ex:
