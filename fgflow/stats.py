@@ -65,12 +65,12 @@ class PermutedLabels(torch.utils.data.Dataset):
 # %% ../nbs/08_stats.ipynb #39b5e146
 def _null_dir(out:Path, i:int) -> Path: return Path(out)/f'null_{i:03d}'
 
-def _train_null(i:int, data, out, model_fn:Callable, train_kwargs:dict, seed:int, threads:int|None=None) -> Path:
+def _train_null(i:int, data, out, model_fn:Callable, train_kwargs:dict, seed:int, threads:int=1) -> Path:
     "Train (or finish, or reuse) null model `i`; its best.pt."
     run = _null_dir(out, i)
     if (run/'done.json').exists(): return run/'best.pt'
     before = torch.get_num_threads()
-    if threads: torch.set_num_threads(threads)  # a model's float reductions depend on the thread count
+    torch.set_num_threads(threads)  # float reductions depend on the thread count: 1 everywhere, so workers change nothing
     try: return _fit_null(i, run, data, model_fn, train_kwargs, seed)
     finally: torch.set_num_threads(before)
 
@@ -119,11 +119,11 @@ def train_null_models(data, # (train, valid) datasets of (x, y), as the model wa
     todo = [i for i in range(k) if not (_null_dir(out, i)/'done.json').exists()]
     bar = tqdm(total=len(todo), desc='null models', disable=not progress)
     if workers <= 1 or len(todo) <= 1:
-        for i in todo: _train_null(i, tuple(data), out, model_fn, kw, seed, 1); bar.update()  # 1 thread, as in a worker
+        for i in todo: _train_null(i, tuple(data), out, model_fn, kw, seed); bar.update()
     else:
         ctx = torch.multiprocessing.get_context('spawn')
         with ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx) as ex:
-            for f in as_completed([ex.submit(_train_null, i, tuple(data), out, model_fn, kw, seed, 1) for i in todo]):
+            for f in as_completed([ex.submit(_train_null, i, tuple(data), out, model_fn, kw, seed) for i in todo]):
                 f.result(); bar.update()
     bar.close()
     return [_null_dir(out, i)/'best.pt' for i in range(k)]
