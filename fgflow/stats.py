@@ -14,7 +14,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .io import FGFlowError, atomic_write
-from .flow import fgf_measure
+from .flow import fgf_measure, _norm_sets
 from .train import train, load_checkpoint
 
 # %% auto #0
@@ -146,16 +146,9 @@ STATISTICS = ('unique', 'M', 'log_ratio')
 _ALL, _BUT = '__all__', '__all_but__'
 
 def _sets_dict(sets, names:Sequence[str]) -> dict[str, list[str]]:
-    "Set name -> member names (a list of name lists is named by joining with '+')."
-    if sets is None: return {}
-    if not isinstance(sets, dict): sets = {'+'.join(m): list(m) for m in sets}
-    out = {}
-    for s, mem in sets.items():
-        mem = [mem] if isinstance(mem, str) else list(mem)
-        bad = [m for m in mem if m not in names]
-        if bad or not mem: raise StatsError(f"set {s!r}: {bad or 'no'} feature(s) not among the features {list(names)}")
-        out[str(s)] = mem
-    return out
+    "Set name -> member names (a list of name lists is named by joining with '+'); checked by `flow._norm_sets`."
+    names = list(names)
+    return {str(k): [names[i] for i in idx] for k, idx in _norm_sets(sets, names).items()}
 
 def _removed(names:Sequence[str], mem:Sequence[str], dependent:Sequence[str]=()) -> list[str]:
     "What the unique share of `mem` removes from the span: its members, and the whole dependent block when it touches it."
