@@ -14,8 +14,8 @@ from .io import FGFlowError
 
 # %% auto #0
 __all__ = ['FEATURES', 'FeatureError', 'Feature', 'register_feature', 'volume', 'mean', 'variance', 'skewness', 'kurtosis',
-           'feature_values', 'feature_gradients', 'FeatureSet', 'elongation', 'flatness', 'surface_area', 'sphericity',
-           'NoiseFeatures', 'random_linear_features']
+           'feature_values', 'feature_gradients', 'FeatureSet', 'boundary_band', 'elongation', 'flatness',
+           'surface_area', 'sphericity', 'NoiseFeatures', 'random_linear_features']
 
 # %% ../nbs/03_features.ipynb #8a184574
 class FeatureError(FGFlowError):
@@ -168,19 +168,34 @@ class FeatureSet:
     def __init__(self, names:Sequence[str], # feature names in `FEATURES`
                  spacing=(1., 1., 1.), # voxel size in mm, array-axis order
                  window=(-200., 300.), # HU window (lo, hi) of channel 0
+                 mask_band:int=0, # >0: keep the mask channel's gradients only within this many voxels of the mask's boundary
                 ):
         self.names = [names] if isinstance(names, str) else list(names)
         _lookup(self.names)
         if len(spacing) != 3: raise FeatureError(f"spacing needs 3 values (D, H, W order), found {spacing}")
         self.spacing, self.window = tuple(float(s) for s in spacing), tuple(float(w) for w in window)
+        if int(mask_band) != mask_band or mask_band < 0: raise FeatureError(f"mask_band must be a whole number of voxels >= 0, found {mask_band}")
+        self.mask_band = int(mask_band)
     def __len__(self): return len(self.names)
-    def __repr__(self): return f"FeatureSet({self.names}, spacing={self.spacing}, window={self.window})"
+    def __repr__(self): return f"FeatureSet({self.names}, spacing={self.spacing}, window={self.window}" + (f", mask_band={self.mask_band})" if self.mask_band else ")")
     def values(self, x:Tensor) -> Tensor:
         "Values (B, K); differentiable in `x`."
         return feature_values(x, self.names, self.spacing, self.window)
     def gradients(self, x:Tensor) -> Tensor:
-        "Detached gradients (B, K, C, D, H, W)."
-        return feature_gradients(x, self.names, self.spacing, self.window)
+        "Detached gradients (B, K, C, D, H, W); with `mask_band`, zero on the mask channel away from the boundary."
+        g = feature_gradients(x, self.names, self.spacing, self.window)
+        if self.mask_band: g[:, :, 1] *= boundary_band(x[:, 1], self.mask_band).to(g.dtype)[:, None]
+        return g
+
+# %% ../nbs/03_features.ipynb #af7ab98e
+def boundary_band(mask:Tensor, # (B, D, H, W) mask channel; voxels > 0.5 are inside
+                  width:int=1, # voxels on each side of the boundary (26-neighbourhood)
+                 ) -> Tensor:
+    "1 on the voxels a binary mask changes when its surface moves by up to `width` voxels (inside or outside), else 0."
+    m = (mask > 0.5).to(torch.float32)[:, None]
+    k = 2 * width + 1
+    grown, shrunk = F.max_pool3d(m, k, 1, width), 1 - F.max_pool3d(1 - m, k, 1, width)
+    return (grown - shrunk)[:, 0]
 
 # %% ../nbs/03_features.ipynb #28a4b7ca
 class _EigvalshSym(torch.autograd.Function):

@@ -239,6 +239,7 @@ def method_verdicts(model:torch.nn.Module, # the model to explain
                     features:FeatureSet, # the 15 features
                     cfg:dict, seed:int,
                     null_stats:pd.DataFrame|None=None, # null_statistics of the seed's null models on the test cases (fgf_null)
+                    null_features:FeatureSet|None=None, # the features of fgf_null (default: `features`; the study bands the mask channel)
                     methods:Sequence[str]|None=None, # default: METHODS
                     S:list[str]|None=None, # a feature set whose M (global noise baseline) is returned as M_S
                     alpha:float=0.05, # family-wise level of every method
@@ -269,7 +270,7 @@ def method_verdicts(model:torch.nn.Module, # the model to explain
     if 'fgf_null' in methods and null_stats is not None:
         from fgflow.stats import null_test
         with clock('fgf_null'):
-            t = null_test(model, null_stats, xt, features, statistic=cfg['null_statistic'], alpha=alpha, noise_kw=False, progress=False)
+            t = null_test(model, null_stats, xt, null_features or features, statistic=cfg['null_statistic'], alpha=alpha, noise_kw=False, progress=False)
         t = t[t.kind == 'feature']
         out.append(_verdict_rows(t.name, t.statistic, t.p_adj, t.significant, 'fgf_null'))
     return pd.concat(out, ignore_index=True), M_S
@@ -277,7 +278,7 @@ def method_verdicts(model:torch.nn.Module, # the model to explain
 # %% ../nbs/11_validation.ipynb #0e7b68c1
 STUDY_CONFIG = dict(n_cases=400, matrix=128, size=36, spacing=3.0, window=(-200., 300.), fractions=(0.5, 0.25, 0.25),
                     positive_rate=0.3, width=8, depth=3, gate=True, epochs=20, batch_size=16, lr=3e-3,
-                    lam='auto', lam_fallback=1.0, regularized=('volume+elongation',), n_null=19, null_statistic='unique',
+                    lam='auto', lam_fallback=1.0, regularized=('volume+elongation',), n_null=19, null_statistic='unique', mask_band=1,
                     n_noise=100, steps_per_line=10, max_steps=30, baselines=('global', 'mask', 'smooth'), n_perm=2000,
                     delta_sd=1.0, n_boot=2000, used_quantile=0.95)
 TINY_CONFIG = dict(STUDY_CONFIG, n_cases=60, matrix=48, size=12, spacing=9.0, width=4, depth=2, epochs=2, batch_size=8, n_null=2,
@@ -376,6 +377,7 @@ def run_seed(work:str|Path, # working folder of this seed (cohort, checkpoints, 
         split = study_split(len(x), seed, cfg['fractions'], [y for y, _ in labels.values()]); tr, va, te = split
         fs = FeatureSet(list(FEATURES), (cfg['spacing'],) * 3, cfg['window'])
         values = _feature_values(x, fs)
+        fsb = FeatureSet(list(FEATURES), (cfg['spacing'],) * 3, cfg['window'], cfg.get('mask_band', 0))   # features of fgf_null
     bar.update()
     models, rows, lam = {}, [], _lam(cfg)
     for rule in rules:
@@ -400,7 +402,7 @@ def run_seed(work:str|Path, # working folder of this seed (cohort, checkpoints, 
             rows.append(dict(**key, rule='shared', model=f'null_{k}', init='scratch', test_auc=np.nan, bayes_auc=np.nan, n_test=len(te),
                              M_S=np.nan, seconds=sec))
         ref = next(iter(models.values()))[0]
-        nstats = null_statistics(ref, list(nulls.values()), x[te], fs, None, cfg['null_statistic'], progress=False)
+        nstats = null_statistics(ref, list(nulls.values()), x[te], fsb, None, cfg['null_statistic'], progress=False)
     bar.update()
     with clock('interventions'):
         named = {(r, n): m for (r, n), (m, _) in models.items()} | {('shared', n): m for n, m in nulls.items()}
@@ -414,7 +416,7 @@ def run_seed(work:str|Path, # working folder of this seed (cohort, checkpoints, 
     verdicts = []
     for (rule, name), (m, S) in models.items():
         meths = METHODS if name == 'plain' else ['fgf_global']
-        v, M_S = method_verdicts(m, x, values, split, fs, cfg, seed, nstats, meths, S=S or None, clock=clock)
+        v, M_S = method_verdicts(m, x, values, split, fs, cfg, seed, nstats, fsb, meths, S=S or None, clock=clock)
         rows[[i for i, r in enumerate(rows) if (r['rule'], r['model']) == (rule, name)][0]]['M_S'] = M_S
         e = effects[(effects.rule == rule) & (effects.model == name)].set_index('factor').used
         v['factor'] = v.feature.map(FEATURE_FACTOR)
