@@ -479,10 +479,11 @@ def cmd_measure(a) -> int:
                       max_steps=a.max_steps, batch_size=a.batch_size, seed=a.seed, progress=not a.quiet)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     t = _table(res)
-    if a.null or a.null_dir: t = _null_columns(a, ck, model, arch, data, fs, sets, t, out)  # the test; noise ratios stay descriptive
+    if a.null or a.null_dir:   # the test (features banded on the mask's boundary, --mask-band); noise ratios stay descriptive
+        t = _null_columns(a, ck, model, arch, data, FeatureSet(names, data.spacing, data.window, a.mask_band), sets, t, out)
     t.to_csv(out/'measure.csv')
     (out/'measure.json').write_text(json.dumps(_clean({'checkpoint': str(ck), 'cache': str(a.cache), 'split': a.split, 'ids': data.ids,
-        'n_noise': a.n_noise, 'noise': a.noise, 'step': a.step, 'max_steps': a.max_steps, 'seed': a.seed, 'sets': sets, 'null': a.null, 'null_dir': a.null_dir,
+        'n_noise': a.n_noise, 'noise': a.noise, 'step': a.step, 'max_steps': a.max_steps, 'seed': a.seed, 'sets': sets, 'null': a.null, 'null_dir': a.null_dir, 'mask_band': a.mask_band,
         'table': t.reset_index().to_dict('records')}), indent=1))
     from fgflow.viz import plot_fgf
     _savefig(plot_fgf(res, model=ck.parent.name + '/' + ck.name), out/'fgf.png')
@@ -599,6 +600,8 @@ def parser() -> argparse.ArgumentParser:
                    "adds statistic (unique share), null_mean, null_sd, p, p_adj (max-T) and significant to the table")
     m.add_argument('--null-dir', default=None, metavar='DIR', help='folder of the null models (default OUT/null); without --null: test against the finished ones there')
     m.add_argument('--null-workers', type=int, default=1, help='processes training the null models in parallel (1 torch thread each)')
+    m.add_argument('--mask-band', type=int, default=1, metavar='N', help="null test: keep the features' mask-channel gradients within N voxels "
+                   "of the mask's boundary, where a binary mask can change (0: everywhere; default 1, chosen on the study's design seeds)")
     m.add_argument('--quiet', action='store_true', help='no progress bars')
     m.set_defaults(fn=cmd_measure)
 
