@@ -278,7 +278,7 @@ def method_verdicts(model:torch.nn.Module, # the model to explain
 # %% ../nbs/11_validation.ipynb #0e7b68c1
 STUDY_CONFIG = dict(n_cases=400, matrix=128, size=36, spacing=3.0, window=(-200., 300.), fractions=(0.5, 0.25, 0.25),
                     positive_rate=0.3, width=8, depth=3, gate=True, epochs=20, batch_size=16, lr=3e-3,
-                    lam='auto', lam_fallback=1.0, regularized=('volume+elongation',), n_null=39, null_statistic='unique', mask_band=1,
+                    lam='auto', lam_fallback=1.0, regularized=('volume+elongation', 'intensity'), n_null=39, null_statistic='unique', mask_band=1,
                     n_noise=100, steps_per_line=10, max_steps=30, baselines=('global', 'mask', 'smooth'), n_perm=2000,
                     delta_sd=1.0, n_boot=2000, used_quantile=0.95)
 TINY_CONFIG = dict(STUDY_CONFIG, n_cases=60, matrix=48, size=12, spacing=9.0, width=4, depth=2, epochs=2, batch_size=8, n_null=2,
