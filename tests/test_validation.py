@@ -89,6 +89,7 @@ def test_tiny_study_end_to_end(tmp_path, capsys):
     plain = md[md.model == 'plain']
     assert sorted(plain.rule) == sorted(LABEL_RULES) and (plain.init == 'scratch').all()
     assert {'reg_true', 'reg_wrong', 'null_0', 'null_1'} <= set(md.model)
+    for r in ('reg_true', 'reg_wrong'): assert set(md[md.model == r].rule) == {'volume+elongation', 'intensity'} and (md[md.model == r].init == 'scratch').all()
     assert ((plain.bayes_auc > 0.5) | (plain.rule == 'null')).all() and (md.n_test == 15).all()
     assert set(vd.method) == set(METHODS) and (vd.split == 'heldout').all()
     assert len(vd[(vd.model == 'plain') & (vd.rule == 'null')]) == len(METHODS) * len(FEATURES)
