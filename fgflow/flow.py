@@ -123,8 +123,9 @@ def _noise_cos2(gf:Tensor, x:Tensor, noise, g2:Tensor|None=None) -> Tensor:
     return _nan_ratio(num, wn * (_sq(gf) if g2 is None else g2)[:, None])
 
 def _feature_rep(features, x:Tensor) -> _Factored:
-    "The features' gradients at x, factored for a `FeatureSet` (closed forms never materialized), dense otherwise."
-    if isinstance(features, FeatureSet): return _factored_gradients(x, features.names, features.spacing, features.window)
+    "The features' gradients at x, factored for a `FeatureSet` (closed forms never materialized), dense otherwise (also for a banded one)."
+    if isinstance(features, FeatureSet) and not features.mask_band:
+        return _factored_gradients(x, features.names, features.spacing, features.window)
     G = features.gradients(x)
     if G.shape[1] != len(features.names): raise FlowError(f"features.gradients gave {G.shape[1]} rows for {len(features.names)} names")
     return _Factored(x.shape, G.shape[1], device=x.device).add(list(range(G.shape[1])), None, None, G.flatten(2))

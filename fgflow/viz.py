@@ -228,7 +228,7 @@ class _Case:
     def gg(self, name:str, i:int) -> np.ndarray:
         if (name, i) not in self._gg:
             from fgflow.features import FeatureSet
-            fs = FeatureSet([name], self.feats.spacing, self.feats.window)
+            fs = FeatureSet([name], self.feats.spacing, self.feats.window, self.feats.mask_band)
             self._gg[name, i] = _np(fs.gradients(self.path[i][None])[0, 0])
         return self._gg[name, i]
     def overlay(self, kind:str, name:str|None, i:int, channel:int, k:int):
