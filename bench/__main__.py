@@ -29,7 +29,7 @@ def before(r) -> str:
     if w.startswith('1b'): return '22.1x'
     if w.startswith('2 '): return '8.3x faster'
     if w.startswith('3 '):
-        fd, cached = 'finite_difference' in w, 'cached' in w
+        fd, cached = 'finite_difference' in w, 'cached' in w or '`train`' in w
         return {(True, False): '11.7x', (True, True): '8.74x', (False, False): '10.4x', (False, True): '9.01x'}[fd, cached]
     return {'4': '0.786', '5': '0.0158', '6': '0.0856', '7': '1.02', '8a': '14.9 s'}.get(w.split()[0], '–')
 

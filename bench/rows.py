@@ -89,6 +89,19 @@ def row3(P, device):
                             f'batch {B}x2x{S}^3, S=volume+elongation', t, t0, f'<= {lim:g}x', t / t0 <= lim,
                             'FGFNet3D(width 8, depth 4), AdamW' + ('; G given as train passes it after the first epoch (no augmentation)'
                                                                     if cached else '; G computed in the step'), reps=P['reps']))
+    # the step as `train` takes it: the BCE's forward also gives ∇f and the base of a one-sided difference (mode-free models)
+    from fgflow.train import _reg_loss, _FrozenPattern, gram_pinv
+    Pm, params = gram_pinv(G), list(model.parameters())
+    def tstep(method):
+        xq, pat = x.detach().requires_grad_(True), _FrozenPattern(model)
+        with pat.record(): f = model(xq)
+        loss = lossf(f, y) + _reg_loss(model, x, G, Pm, None, 1.0, method, base=(xq, f, pat))[0]
+        opt.zero_grad(set_to_none=True); loss.backward(inputs=params); opt.step(); sync(device)
+    for meth, lim in (('finite_difference', 2.0), ('double_backprop', 4.0)):
+        t, t0 = timeit_ab(lambda: tstep(meth), step, P['reps'])
+        out.append(_row(f'3 training step with {meth} penalty vs plain step, as `train` takes it', f'batch {B}x2x{S}^3, S=volume+elongation',
+                        t, t0, f'<= {lim:g}x', t / t0 <= lim, 'FGFNet3D(width 8, depth 4), AdamW; G cached; the BCE forward shared with the penalty'
+                        + (' (one-sided difference)' if meth == 'finite_difference' else ' (create_graph on it)'), reps=P['reps']))
     return out
 
 # ---------------------------------------------------------------- 4

@@ -170,8 +170,8 @@ def _train_model(name, cfg, seed, dtr, dva, out, lam, features, progress):
 
 def _measure(model, data, cfg, seed, progress):
     from fgflow.flow import fgf_measure
-    from fgflow.features import FEATURES, FeatureSet
-    fs = FeatureSet(list(FEATURES), data.spacing, data.window)
+    from fgflow.features import FEATURES, FeatureSet, DEFAULT_MASK_BAND
+    fs = FeatureSet(list(FEATURES), data.spacing, data.window, DEFAULT_MASK_BAND)   # banded, as lam='auto' trains
     return fgf_measure(model, data, fs, sets={'+'.join(DEMO_SET): list(DEMO_SET)}, n_noise=cfg['n_noise'],
                        step='auto', steps_per_line=cfg['steps_per_line'], max_steps=cfg['max_steps'], batch_size=cfg['batch_size'], seed=seed,
                        progress=progress, noise=cfg.get('noise', 'smooth'))
@@ -317,7 +317,7 @@ def report_markdown(report:dict, tables:dict) -> str:
          f"HU window {d['window']}; split train/valid/test = {len(d['split']['train'])}/{len(d['split']['valid'])}/{len(d['split']['test'])} "
          f"(stratified, seed {report['seed']}).", '',
          f"Models: `FGFNet3D(width={s['width']}, depth={s['depth']})`, {s['epochs']} epochs; the regularized one adds "
-         f"λ·mean(1 − a_S) with S = {{{', '.join(s['set'])}}}, λ = {s['lam']} (`'auto'`: λ = 100 with the sign term, "
+         f"λ·mean(1 − a_S) with S = {{{', '.join(s['set'])}}}, λ = {s['lam']} (`'auto'`: λ = 10 with the sign term and the mask channel banded, "
          f"see the trainer's notebook), both trained from random weights.", '',
          '## Test AUC (stratified bootstrap 95% CI)', '', md_table(auc, '.3f'), '']
     sname = '+'.join(s['set'])
@@ -419,7 +419,7 @@ def cmd_train(a) -> int:
     (out/'model.json').write_text(json.dumps(spec))
     write_split(out, a.cache, a.seed, train=dtr.ids, valid=dva.ids, test=dte.ids)
     r = train(model, dtr, dva, features=feats, lam=a.lam, epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, seed=a.seed,
-              out_dir=out, resume=a.resume, patience=a.patience, progress=not a.quiet)
+              out_dir=out, resume=a.resume, patience=a.patience, progress=not a.quiet, mask_band=a.mask_band)
     r.history.to_csv(out/'history.csv', index=False)
     res = {'best_epoch': r.best_epoch, 'best_valid_auc': r.best_auc, 'lam': a.lam, 'features': feats}
     if len(dte) and 0 < dte.labels.sum() < len(dte):
@@ -473,14 +473,14 @@ def cmd_measure(a) -> int:
     except RuntimeError as e: raise FGFlowError(f"{ck}: weights do not fit {arch}; give --width/--depth ({str(e).splitlines()[0]})")
     if not a.quiet: print(f"measuring {len(data)} {'test cases (' + str(ck.parent/'split.json') + ')' if ids else 'cases (every case of the cache)'}")
     names = _names(a.features) if a.features else list(FEATURES)
-    fs = FeatureSet(names, data.spacing, data.window)
+    fs = FeatureSet(names, data.spacing, data.window, a.mask_band)
     sets = dict(a.sets) if a.sets else None
     res = fgf_measure(model, data, fs, sets=sets, n_noise=a.n_noise, noise=a.noise, step=a.step, steps_per_line=a.steps_per_line,
                       max_steps=a.max_steps, batch_size=a.batch_size, seed=a.seed, progress=not a.quiet)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     t = _table(res)
-    if a.null or a.null_dir:   # the test (features banded on the mask's boundary, --mask-band); noise ratios stay descriptive
-        t = _null_columns(a, ck, model, arch, data, FeatureSet(names, data.spacing, data.window, a.mask_band), sets, t, out)
+    if a.null or a.null_dir:   # the test, on the same banded features; noise ratios stay descriptive
+        t = _null_columns(a, ck, model, arch, data, fs, sets, t, out)
     t.to_csv(out/'measure.csv')
     (out/'measure.json').write_text(json.dumps(_clean({'checkpoint': str(ck), 'cache': str(a.cache), 'split': a.split, 'ids': data.ids,
         'n_noise': a.n_noise, 'noise': a.noise, 'step': a.step, 'max_steps': a.max_steps, 'seed': a.seed, 'sets': sets, 'null': a.null, 'null_dir': a.null_dir, 'mask_band': a.mask_band,
@@ -559,9 +559,11 @@ def parser() -> argparse.ArgumentParser:
                                    '(+ lam * FGF penalty on --features), keep the best validation-AUC weights as RUN/best.pt.')
     t.add_argument('--cache', required=True, help='cache folder written by prepare')
     t.add_argument('--out', required=True, metavar='RUN', help='run folder (best.pt, last.pt, history.csv, split.json, model.json)')
-    t.add_argument('--lam', type=_lam_arg, default=0.0, help='FGF penalty weight λ (0: plain training), or "auto": λ = 100 with the '
-                   'sign-aware term, feature directions from the training labels (the recipe for training from scratch)')
+    t.add_argument('--lam', type=_lam_arg, default=0.0, help='FGF penalty weight λ (0: plain training), or "auto": λ = 10 with the '
+                   'sign-aware term, feature directions from the training labels, the mask channel banded (the recipe for training from scratch)')
     t.add_argument('--features', default=','.join(DEMO_SET), help='comma-separated feature set S of the penalty (used when lam > 0)')
+    t.add_argument('--mask-band', type=int, default=None, metavar='N', help="the penalty's features keep their mask-channel gradients within "
+                   "N voxels of the mask's boundary (default: 1 with --lam auto, else 0)")
     t.add_argument('--epochs', type=int, default=30, help='number of epochs')
     t.add_argument('--lr', type=float, default=1e-3, help='AdamW learning rate')
     t.add_argument('--batch-size', type=int, default=8, help='batch size')
@@ -600,8 +602,9 @@ def parser() -> argparse.ArgumentParser:
                    "adds statistic (unique share), null_mean, null_sd, p, p_adj (max-T) and significant to the table")
     m.add_argument('--null-dir', default=None, metavar='DIR', help='folder of the null models (default OUT/null); without --null: test against the finished ones there')
     m.add_argument('--null-workers', type=int, default=1, help='processes training the null models in parallel (1 torch thread each)')
-    m.add_argument('--mask-band', type=int, default=1, metavar='N', help="null test: keep the features' mask-channel gradients within N voxels "
-                   "of the mask's boundary, where a binary mask can change (0: everywhere; default 1, chosen on the study's design seeds)")
+    m.add_argument('--mask-band', type=int, default=1, metavar='N', help="keep the features' mask-channel gradients within N voxels "
+                   "of the mask's boundary, where a binary mask can change, in the measure and the null test (0: everywhere; default 1, "
+                   "chosen on the study's design seeds; lam=auto trains with the same band)")
     m.add_argument('--quiet', action='store_true', help='no progress bars')
     m.set_defaults(fn=cmd_measure)
 

@@ -13,9 +13,9 @@ from torch import Tensor
 from .io import FGFlowError
 
 # %% auto #0
-__all__ = ['FEATURES', 'FeatureError', 'Feature', 'register_feature', 'volume', 'mean', 'variance', 'skewness', 'kurtosis',
-           'feature_values', 'feature_gradients', 'FeatureSet', 'boundary_band', 'elongation', 'flatness',
-           'surface_area', 'sphericity', 'NoiseFeatures', 'random_linear_features']
+__all__ = ['FEATURES', 'DEFAULT_MASK_BAND', 'FeatureError', 'Feature', 'register_feature', 'volume', 'mean', 'variance',
+           'skewness', 'kurtosis', 'feature_values', 'feature_gradients', 'FeatureSet', 'boundary_band', 'elongation',
+           'flatness', 'surface_area', 'sphericity', 'NoiseFeatures', 'random_linear_features']
 
 # %% ../nbs/03_features.ipynb #8a184574
 class FeatureError(FGFlowError):
@@ -163,6 +163,8 @@ def feature_gradients(x:Tensor, # (B, C, D, H, W) batch
     return torch.stack(out, 1).detach()
 
 # %% ../nbs/03_features.ipynb #c2c85698
+DEFAULT_MASK_BAND = 1  # voxels: the band fgflow's measures, null test and lam='auto' keep on the mask channel (FeatureSet's own default: 0)
+
 class FeatureSet:
     "A list of named features with fixed spacing and HU window."
     def __init__(self, names:Sequence[str], # feature names in `FEATURES`

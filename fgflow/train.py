@@ -5,7 +5,7 @@
 # %% ../nbs/05_train.ipynb #eed14885
 from __future__ import annotations
 import copy, logging, math, os, time, warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -18,7 +18,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .io import FGFlowError, atomic_write
-from .features import FeatureSet
+from .features import FeatureSet, DEFAULT_MASK_BAND
 from .flow import projection_fraction, input_gradients
 
 # %% auto #0
@@ -110,12 +110,12 @@ def _eval_mode(model:nn.Module):
         for m, t in modes: m.training = t
 
 # %% ../nbs/05_train.ipynb #6fe9943b
-def _features(features, data=None) -> FeatureSet|None:
-    "A FeatureSet from a FeatureSet-like object or a list of names (spacing/window from `data`)."
+def _features(features, data=None, mask_band:int=0) -> FeatureSet|None:
+    "A FeatureSet from a FeatureSet-like object (kept as it is) or a list of names (spacing/window from `data`, `mask_band`)."
     if features is None or hasattr(features, 'gradients'): return features
     if isinstance(features, str): features = [features]
     sp, win = getattr(data, 'spacing', (1., 1., 1.)), getattr(data, 'window', (-200., 300.))
-    return FeatureSet(list(features), spacing=sp, window=win)
+    return FeatureSet(list(features), spacing=sp, window=win, mask_band=mask_band)
 
 # %% ../nbs/05_train.ipynb #204d3185
 def gram_pinv(G:Tensor, # (B, K, ...) feature gradients, one row per feature
@@ -401,14 +401,14 @@ def _set_rng_state(st:dict):
 # %% ../nbs/05_train.ipynb #35d1c6e8
 @dataclass
 class TrainResult:
-    "What `train` returns: the model with the best-validation-AUC weights and the per-epoch history."
+    "What `train` returns: the model with the weights of the best validation epoch and the per-epoch history."
     model:nn.Module
-    history:pd.DataFrame # epoch, loss, bce, penalty, sign_penalty, lam, valid_auc, valid_loss, valid_align, time
+    history:pd.DataFrame # epoch, loss, bce, penalty, sign_penalty, lam, valid_auc, valid_loss, valid_align, time, valid_objective
     best_epoch:int
-    best_auc:float
+    best_auc:float # validation AUC of the kept epoch
     checkpoint:Path|None # best.pt (None without out_dir)
 
-_HIST = ['epoch', 'loss', 'bce', 'penalty', 'sign_penalty', 'lam', 'valid_auc', 'valid_loss', 'valid_align', 'time']
+_HIST = ['epoch', 'loss', 'bce', 'penalty', 'sign_penalty', 'lam', 'valid_auc', 'valid_loss', 'valid_align', 'time', 'valid_objective']
 
 def _labels_of(data) -> np.ndarray:
     if hasattr(data, 'labels'): return _labels01(data.labels)
@@ -513,8 +513,71 @@ def sign_penalty(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits
         dd = (fpm[:len(x0)] - fpm[len(x0):]) / (2 * e.flatten())
         return torch.relu(-dd / gn).sum() / len(x)
 
+# %% ../nbs/05_train.ipynb #regcell
+_MODE_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.modules.dropout._DropoutNd)
+
+@torch.no_grad()
+def _mode_free(model:nn.Module, probe:Tensor) -> bool:
+    "True when the model has no mode-dependent layer and gives the same logits for `probe` in training and eval mode."
+    if any(isinstance(m, _MODE_DEPENDENT) for m in model.modules()): return False
+    with _eval_mode(model): fe = model(probe)
+    modes = [(m, m.training) for m in model.modules()]
+    model.train()
+    try: ft = model(probe)
+    finally:
+        for m, t in modes: m.training = t
+    return bool(torch.equal(fe, ft))
+
+def _reg_loss(model:nn.Module, x:Tensor, G:Tensor, P:Tensor, t:Tensor|None, lam:float, method:str="finite_difference",
+              h:float=0.1, base:tuple|None=None) -> tuple[Tensor, float, float]:
+    """λ·(fgf penalty + sign penalty) whose weight gradient is the exact terms' (double backprop) or their directional
+    derivative along one summed direction (finite difference); (term, penalty, sign penalty). `base` = (x with
+    requires_grad, its logits with graph, frozen pattern) reuses the loss forward (mode-free models only)."""
+    B = len(x); Gf = G.detach().flatten(2).to(x.dtype)
+    tf = t.flatten(1).to(x.dtype) if t is not None else None
+    def _sign(gf, gn):
+        if tf is None: return gf.new_zeros(()), None
+        dd = (gf * tf).sum(1); ok = (gn > 0) & (tf.abs().sum(1) > 0)
+        act = ok & (dd.detach() < 0); inv = torch.where(ok, 1 / torch.where(ok, gn, 1.), 0.)
+        return torch.where(act, -dd * inv, 0.).sum() / B, torch.where(act, inv, 0.)
+    with (nullcontext() if base else _eval_mode(model)):
+        if method == "double_backprop":
+            if base: gf, = torch.autograd.grad(base[1].sum(), base[0], create_graph=True)
+            else: gf = input_gradients(model, x.detach().requires_grad_(True), create_graph=True)
+            gf = gf.flatten(1)
+            pen = _defined_penalty(gf, Gf, P)[0]; spen = _sign(gf, gf.detach().norm(dim=1))[0]
+            return lam * (pen + spen), float(pen.detach()), float(spen.detach())
+        if method != "finite_difference": raise TrainingError(f"method must be 'finite_difference' or 'double_backprop', found {method!r}")
+        if base: xr, f0, pat = base; gf, = torch.autograd.grad(f0.sum(), xr, retain_graph=True)
+        else:
+            pat = _FrozenPattern(model)
+            with pat.record(): gf = input_gradients(model, x)
+        gf = gf.flatten(1)
+        a, w = _alignment(gf, Gf, P); ok = torch.isfinite(a); n = int(ok.sum())
+        g2 = (gf * gf).sum(1)
+        a0, w0 = torch.where(ok, a, 0.).to(gf.dtype), torch.where(ok[:, None], w, 0.).to(gf.dtype)
+        U = torch.bmm(w0[:, None], Gf)[:, 0].sub_(a0[:, None] * gf)    # dpen/dgf = -2/n (Gᵀw - a gf)/|gf|²
+        U.mul_(torch.where(ok, -2 / max(n, 1) / torch.where(ok, g2, 1.), 0.)[:, None])
+        pen = float((1 - a[ok]).mean()) if n else 0.
+        spen, inv = _sign(gf, g2.sqrt())
+        if inv is not None: U.sub_(inv[:, None] / B * tf)                # dspen/dgf = -t/(B |gf|) where f falls along t
+        U.mul_(lam); nu = U.norm(dim=1)
+        if not bool((nu > 0).any()): return sum(q.sum() * 0. for q in model.parameters()) + lam * float(spen) + lam * pen, pen, float(spen)
+        x0 = x.detach()
+        step = h * x0.flatten(1).norm(dim=1) / math.sqrt(x0[0].numel())   # (B,) h * RMS(x_b)
+        step = torch.where(step > 0, step, torch.full_like(step, h))
+        v = (U * (step / nu.clamp_min(torch.finfo(U.dtype).tiny))[:, None]).view_as(x0)
+        sel = lambda m: m
+        if base:                                                          # one-sided, from the loss forward's f(x)
+            with pat.replay(sel): fp = model(x0 + v)
+            s = ((fp - f0) * nu / step).sum()
+        else:                                                             # central, eval mode
+            with pat.replay(lambda m: torch.cat([m, m])): fpm = model(torch.cat([x0 + v, x0 - v]))
+            s = ((fpm[:B] - fpm[B:]) * nu / (2 * step)).sum()
+        return s - s.detach() + lam * (pen + float(spen)), pen, float(spen)
+
 # %% ../nbs/05_train.ipynb #2877c877
-LAM_AUTO = 100.0  # λ of lam="auto" (with the sign-aware term and directions from the training labels)
+LAM_AUTO = 10.0  # λ of lam="auto" (with the sign-aware term, directions from the training labels, and the mask channel banded)
 
 def _lam_dirs(lam, directions, feats, train_data) -> tuple[float, dict|None]:
     "The numeric λ and the feature signs {name: ±1/0} of the sign-aware term (None: sign-blind)."
@@ -532,14 +595,15 @@ def _lam_dirs(lam, directions, feats, train_data) -> tuple[float, dict|None]:
     return lam, {n: float(np.sign(directions.get(n, 0.))) for n in feats.names}
 
 def _check_resume(ck:dict, cfg:dict, path:Path):
-    diff = {k: (ck['config'].get(k), v) for k, v in cfg.items() if k != 'epochs' and ck['config'].get(k) != v}
+    old = lambda k, v: ck['config'].get(k, 0 if k == 'mask_band' and v == 0 else None)   # checkpoints from before mask_band: no band
+    diff = {k: (old(k, v), v) for k, v in cfg.items() if k != 'epochs' and old(k, v) != v}
     if diff: raise TrainingError(f"{path}: cannot resume, settings differ (checkpoint, now): {diff}")
 
 def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
           train_data, # Dataset of (x, y); `.labels` used when present
           valid_data, # Dataset of (x, y) for the AUC
           features=None, # FeatureSet or feature names (spacing/window from train_data) for the penalty
-          lam:float|str=0.0, # penalty weight λ, or "auto": λ = LAM_AUTO with the sign-aware term (directions from the training labels)
+          lam:float|str=0.0, # penalty weight λ, or "auto": λ = LAM_AUTO, sign-aware term (directions from the training labels), mask band 1
           epochs:int=30, # last epoch (a resumed run continues up to it)
           lr:float=1e-3, # AdamW learning rate
           batch_size:int=8, # global batch (split over ranks)
@@ -549,19 +613,21 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
           out_dir:str|Path|None=None, # checkpoints best.pt / last.pt (rank 0 writes)
           device:str|None=None, # default: cuda (this rank's GPU) if available, else cpu
           resume:bool=False, # continue from out_dir/last.pt
-          patience:int=10, # stop after this many epochs without a better validation AUC
+          patience:int=10, # stop after this many epochs without a better validation epoch (AUC, or objective when lam > 0)
           penalty_method:str="finite_difference", # or "double_backprop"
           weight_decay:float=1e-2, # AdamW weight decay
           progress:bool=True, # tqdm bar over epochs (rank 0)
           directions=None, # sign-aware term: "auto" (from the training labels), {feature: +1/-1}, or None (sign-blind; lam="auto" means "auto")
+          mask_band:int|None=None, # features given by name: mask-channel gradients kept within N voxels of the surface; None: 1 with lam="auto", else 0
          ) -> TrainResult:
-    "Train with class-weighted BCE + lam * fgf_penalty; keep the best validation-AUC weights."
+    "Train with class-weighted BCE + lam * fgf_penalty; keep the best validation epoch's weights (AUC; with lam > 0 the objective BCE + lam (1 - a_S))."
     d = _dist_context(device)
     if device is None: device = f'cuda:{d.local_rank}' if torch.cuda.is_available() else 'cpu'
     device = torch.device(device)
     if d.on and d.world > batch_size: raise TrainingError(f"batch_size {batch_size} < {d.world} ranks")
     if batch_size % d.world: raise TrainingError(f"batch_size {batch_size} is not divisible by {d.world} ranks")
-    feats = _features(features, train_data)
+    if mask_band is None: mask_band = DEFAULT_MASK_BAND if lam == "auto" else 0
+    feats = _features(features, train_data, mask_band)
     lam, dirs = _lam_dirs(lam, directions, feats, train_data)
     if lam > 0 and feats is None: raise TrainingError("lam > 0 needs features (a FeatureSet or names)")
     out = Path(out_dir) if out_dir is not None else None
@@ -572,12 +638,14 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
     cfg = dict(lam=float(lam), lr=float(lr), batch_size=int(batch_size), pos_weight=pw, seed=int(seed),
                penalty_method=penalty_method, weight_decay=float(weight_decay), world=d.world,
                features=list(feats.names) if feats is not None and hasattr(feats, 'names') else None, epochs=int(epochs),
-               directions=dirs)
+               directions=dirs, mask_band=getattr(feats, 'mask_band', None))
 
     torch.manual_seed(seed)
     model.to(device).train()
     # once at start: does a sample's logit depend on other samples? (warns/logs; refuses eval-mode mixing when lam > 0)
-    check_coupling(model, torch.stack([train_data[i][0] for i in range(min(4, len(train_data)))]).to(device), strict=lam > 0)
+    probe = torch.stack([train_data[i][0] for i in range(min(4, len(train_data)))]).to(device)
+    check_coupling(model, probe, strict=lam > 0)
+    share = lam > 0 and not d.on and _mode_free(model, probe)  # the BCE's forward serves the penalty (one-sided difference)
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None) if d.on else model
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     hist = {k: [] for k in _HIST}
@@ -610,9 +678,15 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
         for b, (idx, (x, y)) in enumerate(loader):
             x, y = x.to(device), y.to(device).float()
             if augment is not None: x = augment(x, generator=gen)
-            bce = lossf(net(x), y)
+            base = None
+            if share:
+                xq, pat = x.detach().requires_grad_(True), _FrozenPattern(model)
+                with pat.record(): logits = net(xq)
+                base = (xq, logits, pat)
+            else: logits = net(x)
+            bce = lossf(logits, y)
             ok = bool(torch.isfinite(bce))  # a non-finite input would make the features fail first
-            G, P, pen, spen = None, None, bce.new_zeros(()), bce.new_zeros(())
+            G, P, reg, pen, spen = None, None, bce.new_zeros(()), 0., 0.
             if cache_G and ok:
                 miss = [j for j, i in enumerate(idx.tolist()) if i not in Gcache]
                 if miss:
@@ -620,24 +694,33 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
                     for i, g, q in zip(idx[miss].tolist(), Gm, gram_pinv(Gm)): Gcache[i], Pcache[i] = g, q
                 G, P = (torch.stack([c[i] for i in idx.tolist()]) for c in (Gcache, Pcache))
             if lam > 0 and ok:
-                if G is None and sign is not None: G = feats.gradients(x.detach())
-                pen = fgf_penalty(model, x, feats, method=penalty_method, G=G, pinv=P)
-                if sign is not None: spen = sign_penalty(model, x, _target(G, sign))
-            loss = bce + lam * (pen + spen)
+                if G is None: G = feats.gradients(x.detach())
+                if P is None: P = gram_pinv(G)
+                reg, pen, spen = _reg_loss(model, x, G, P, _target(G, sign) if sign is not None else None, lam, penalty_method, base=base)
+            loss = bce + reg
             bad = _all_sum(torch.tensor([0. if ok and torch.isfinite(loss).item() else 1.], device=device), d)
             if bad.item() > 0:
                 last = out/'last.pt' if out is not None and (out/'last.pt').exists() else None
-                raise TrainingError(f"non-finite loss at epoch {epoch}, batch {b} (bce {bce.item():.4g}, penalty {pen.item():.4g}); "
+                raise TrainingError(f"non-finite loss at epoch {epoch}, batch {b} (bce {bce.item():.4g}, penalty {pen:.4g}); "
                                     f"stopped; last good checkpoint: {last}")
-            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-            sums += torch.tensor([loss.item(), bce.item(), pen.item(), spen.item(), 1.], dtype=torch.float64)
+            opt.zero_grad(set_to_none=True)
+            if share: loss.backward(inputs=[q for q in model.parameters() if q.requires_grad])  # not into the input
+            else: loss.backward()
+            opt.step()
+            sums += torch.tensor([loss.item(), bce.item(), pen, spen, 1.], dtype=torch.float64)
         sums = _all_sum(sums.to(device), d).cpu()
         auc, vloss, _ = _validate(net, vloader, len(valid_data), pw, device, d)
         align = _valid_align(model, vloader, feats, GVcache, device, d)
-        row = [epoch, *(sums[:4] / sums[4]).tolist(), lam, auc, vloss, align, time.time() - t0]
+        obj = vloss + lam * (1 - align) if lam > 0 and math.isfinite(align) else vloss   # the training objective on the validation set
+        row = [epoch, *(sums[:4] / sums[4]).tolist(), lam, auc, vloss, align, time.time() - t0, obj]
         for k, v in zip(_HIST, row): hist[k].append(v)
         best_loss = hist['valid_loss'][best_epoch] if best_epoch >= 0 else math.inf
-        if auc > best_auc or (auc == best_auc and vloss < best_loss):  # ties: lower validation loss
+        if lam > 0:   # regularized: the epoch that best meets both terms (an early epoch may rank well before the penalty is met)
+            best_obj = hist['valid_objective'][best_epoch] if best_epoch >= 0 else math.inf
+            best_obj = best_obj if math.isfinite(best_obj) else math.inf   # (a checkpoint from before this column)
+            better = obj < best_obj or (best_epoch < 0 and math.isfinite(auc))
+        else: better = auc > best_auc or (auc == best_auc and vloss < best_loss)  # ties: lower validation loss
+        if better:
             best_epoch, best_auc = epoch, auc
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         ck = dict(model=model.state_dict(), optimizer=opt.state_dict(), epoch=epoch, history=hist,

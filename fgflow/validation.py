@@ -23,9 +23,9 @@ __all__ = ['FEATURE_FACTOR', 'TRUTH_SETS', 'WRONG_SETS', 'STUDY_CONFIG', 'TINY_C
            'HELDOUT_SEEDS', 'METHODS', 'DEFAULT_METHOD', 'MODEL_COLUMNS', 'EFFECT_COLUMNS', 'VERDICT_COLUMNS',
            'STUDY_FILES', 'ValidationError', 'rule_factors', 'truth', 'reference_crop', 'study_cohort', 'study_split',
            'study_labels', 'intervention_logits', 'factor_effects', 'mark_used', 'spearman_scores', 'rcv_scores',
-           'method_verdicts', 'seed_split', 'IntensityGate', 'study_model', 'train_study_model', 'run_seed',
-           'parse_seeds', 'parse_rules', 'check_out', 'run_study', 'read_study', 'summarize_study', 'plot_study',
-           'gradient_overlap']
+           'method_verdicts', 'seed_split', 'IntensityGate', 'study_model', 'train_study_model', 'set_measure',
+           'run_seed', 'parse_seeds', 'parse_rules', 'check_out', 'run_study', 'read_study', 'summarize_study',
+           'plot_study', 'gradient_overlap']
 
 # %% ../nbs/11_validation.ipynb #ca448152
 class ValidationError(FGFlowError):
@@ -337,6 +337,7 @@ def train_study_model(x:torch.Tensor, y:np.ndarray, split:tuple, # inputs, label
     if (out_dir/'done.json').exists():
         model.load_state_dict(load_checkpoint(out_dir/'best.pt')['model'])
         return model.eval(), json.loads((out_dir/'done.json').read_text())['seconds']
+    for f in ('verdicts.csv', 'verdicts.json'): (out_dir/f).unlink(missing_ok=True)   # verdicts of an earlier model of this name
     t0 = time.perf_counter(); torch.manual_seed(seed)
     r = train(model, _dataset(x, y, split[0], cfg), _dataset(x, y, split[1], cfg), features=features, lam=lam, seed=seed,
               out_dir=out_dir, resume=(out_dir/'last.pt').exists(), progress=False, **_train_kwargs(cfg))
@@ -357,6 +358,27 @@ class _Clock:
 
 def _feature_values(x:torch.Tensor, fs:FeatureSet) -> pd.DataFrame:
     return pd.DataFrame(torch.cat([fs.values(x[i:i + 16].double()) for i in range(0, len(x), 16)]).numpy(), columns=fs.names)
+
+_VERDICT_KEY = ('n_noise', 'steps_per_line', 'max_steps', 'baselines', 'n_perm', 'null_statistic', 'mask_band', 'n_null')
+
+def _cached_verdicts(d:Path, key:dict, compute) -> pd.DataFrame:
+    "A model's `method_verdicts` table from `d/verdicts.csv` when it was made with the same settings (`d/verdicts.json`), else computed and kept."
+    key = json.loads(json.dumps(key))
+    if (d/'verdicts.csv').exists() and (d/'verdicts.json').exists() and json.loads((d/'verdicts.json').read_text()) == key:
+        return _read_csv(d/'verdicts.csv')
+    v = compute()
+    d.mkdir(parents=True, exist_ok=True)
+    with atomic_write(d/'verdicts.csv') as tmp: v.to_csv(tmp, index=False)
+    with atomic_write(d/'verdicts.json') as tmp: tmp.write_text(json.dumps(key))
+    return v
+
+def set_measure(model:torch.nn.Module, x:torch.Tensor, # the model, the test inputs
+                S:Sequence[str], cfg:dict, seed:int) -> float:
+    "M of the feature set S over `x` (flow lines as the study's fgf methods take them), the mask channel banded as in `cfg['mask_band']`."
+    fs = FeatureSet(list(S), (cfg['spacing'],) * 3, cfg['window'], cfg.get('mask_band', 0))
+    t = fgf_measure(model, x, fs, sets={'S': list(S)}, n_noise=1, noise='global', steps_per_line=cfg['steps_per_line'],
+                    max_steps=cfg['max_steps'], batch_size=cfg['batch_size'], seed=seed, progress=False, n_boot=0).table
+    return float(t.set_index('name').loc['S', 'M'])
 
 def run_seed(work:str|Path, # working folder of this seed (cohort, checkpoints, null models)
              seed:int, # cohort, split, label and training seed
@@ -416,7 +438,9 @@ def run_seed(work:str|Path, # working folder of this seed (cohort, checkpoints, 
     verdicts = []
     for (rule, name), (m, S) in models.items():
         meths = METHODS if name == 'plain' else ['fgf_global']
-        v, M_S = method_verdicts(m, x, values, split, fs, cfg, seed, nstats, fsb, meths, S=S or None, clock=clock)
+        v = _cached_verdicts(work/'runs'/rule/name, dict(seed=seed, methods=meths, **{k: _plain(cfg.get(k)) for k in _VERDICT_KEY}),
+                             lambda: method_verdicts(m, x, values, split, fs, cfg, seed, nstats, fsb, meths, clock=clock)[0])
+        with clock('M_S'): M_S = set_measure(m, x[te], S, cfg, seed) if S else np.nan
         rows[[i for i, r in enumerate(rows) if (r['rule'], r['model']) == (rule, name)][0]]['M_S'] = M_S
         e = effects[(effects.rule == rule) & (effects.model == name)].set_index('factor').used
         v['factor'] = v.feature.map(FEATURE_FACTOR)
@@ -560,8 +584,15 @@ def summarize_study(models:pd.DataFrame, effects:pd.DataFrame, verdicts:pd.DataF
                          n_true=len(true), true_factor_on_top=np.mean(top) if top else np.nan, n_cases=len(top),
                          null_rule_seeds_with_any=int(g[g.rule == 'null'].groupby('seed').significant.any().sum())))
     methods = pd.DataFrame(rows).set_index('method').reindex([x for x in METHODS if x in set(vp.method)])
-    reg = m[m.model.isin(['plain', 'reg_true', 'reg_wrong'])].groupby(['rule', 'model'], sort=False).agg(
-        seeds=('seed', 'nunique'), test_auc=('test_auc', _fmt_ms), M_S=('M_S', 'mean'), seconds=('seconds', 'mean'))
+    r = m[m.model.isin(['plain', 'reg_true', 'reg_wrong'])]
+    pl = r[r.model == 'plain'].set_index(['seed', 'rule'])
+    at = list(zip(r.seed, r.rule))
+    r = r.assign(d_auc=r.test_auc.to_numpy() - pl.test_auc.reindex(at).to_numpy(),          # minus the same seed's plain model
+                 x_plain=np.where(r.model == 'reg_true', r.M_S.to_numpy() / pl.M_S.reindex(at).to_numpy(), np.nan))
+    reg = r.groupby(['rule', 'model'], sort=False).agg(
+        seeds=('seed', 'nunique'), test_auc=('test_auc', _fmt_ms), auc_minus_plain=('d_auc', 'mean'), M_S=('M_S', 'mean'),
+        M_S_3x_plain=('x_plain', lambda v: f"{int((v >= 3).sum())} of {int(v.notna().sum())}" if v.notna().any() else ''),
+        seconds=('seconds', 'mean'))
     return dict(auc=auc.reset_index(), used=used, rule_uses=rule_uses, methods=methods.reset_index(), regularized=reg.reset_index())
 
 # %% ../nbs/11_validation.ipynb #a08829b7

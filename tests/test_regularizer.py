@@ -1,10 +1,10 @@
 "The regularizer's claim at CI size: trained from random weights, lam='auto' keeps the AUC and raises the set's alignment."
 import os
 import numpy as np, pytest, torch
-from fgflow.features import FeatureSet
+from fgflow.features import FeatureSet, DEFAULT_MASK_BAND
 from fgflow.flow import fgf_measure, flow_lines
 from fgflow.model import FGFNet3D
-from fgflow.train import TensorCohort, roc_auc, stratified_split, train
+from fgflow.train import LAM_AUTO, TensorCohort, roc_auc, stratified_split, train
 from fgflow.data import CohortDataset, find_cases, prepare_cohort, read_clinical
 from fgflow.phantoms import make_cohort
 
@@ -34,7 +34,7 @@ def runs(tmp_path_factory):
                   seed=SEED, patience=30, progress=False)
         r.model.eval()
         with torch.no_grad(): auc = roc_auc(dte.labels, r.model(dte.x).numpy())
-        res = fgf_measure(r.model, dte, FeatureSet(S, spacing, WINDOW), sets={'S': S}, n_noise=2, noise='global',
+        res = fgf_measure(r.model, dte, FeatureSet(S, spacing, WINDOW, DEFAULT_MASK_BAND), sets={'S': S}, n_noise=2, noise='global',
                           steps_per_line=5, max_steps=10, n_boot=0, seed=SEED, progress=False)
         out[name] = dict(result=r, auc=auc, table=res.table.set_index('name'), x=dte.x)
     return out
@@ -52,7 +52,7 @@ def test_auto_keeps_the_auc_and_raises_the_alignment(runs):
 
 def test_history_records_penalty_sign_and_alignment(runs):
     h, hp = runs['auto']['result'].history, runs['plain']['result'].history
-    assert (h.lam == 100.0).all() and (hp.lam == 0).all()
+    assert (h.lam == LAM_AUTO).all() and (hp.lam == 0).all()
     assert np.isfinite(h[['bce', 'penalty', 'sign_penalty', 'valid_align']].values).all()
     assert (hp.penalty == 0).all() and np.isfinite(hp.valid_align).all()
     assert h.valid_align.iloc[-1] > 10 * hp.valid_align.iloc[-1]

@@ -8,7 +8,7 @@ from fgflow.flow import projection_fraction
 from fgflow.model import FGFNet3D
 from fgflow.train import (LAM_AUTO, Augment, TrainingError, auc_ci, feature_directions, fgf_penalty, load_checkpoint, roc_auc,
                           sign_penalty, stratified_kfold, stratified_split, train)
-from fgflow.train import _target
+from fgflow.train import _target, _reg_loss, _mode_free, _FrozenPattern, gram_pinv
 from fgflow.io import FGFlowError
 from _train_ddp_worker import Blobs, TinyNet
 
@@ -152,13 +152,14 @@ def test_train_history_checkpoints_and_exact_resume(tmp_path):
     tr, va = _data()
     torch.manual_seed(0); full = train(TinyNet(), tr, va, epochs=4, out_dir=tmp_path / 'full', **KW)
     h = full.history
-    assert list(h.columns) == ['epoch', 'loss', 'bce', 'penalty', 'sign_penalty', 'lam', 'valid_auc', 'valid_loss', 'valid_align', 'time']
+    assert list(h.columns) == ['epoch', 'loss', 'bce', 'penalty', 'sign_penalty', 'lam', 'valid_auc', 'valid_loss', 'valid_align', 'time', 'valid_objective']
     assert (h.lam == 0.3).all() and (h.sign_penalty == 0).all() and h.valid_align.between(0, 1).all()   # a number: sign-blind
     assert h['epoch'].tolist() == [0, 1, 2, 3]
     assert np.allclose(h['loss'], h['bce'] + 0.3 * h['penalty'], atol=1e-6)
     assert ((h['penalty'] > 0) & (h['penalty'] <= 1)).all()
-    top = h[h['valid_auc'] == h['valid_auc'].max()]
-    assert full.best_epoch == int(top['valid_loss'].idxmin()) and full.best_auc == h['valid_auc'].max()
+    # lam > 0: the kept epoch is the one with the lowest validation objective BCE + lam (1 - a_S)
+    assert np.allclose(h.valid_objective, h.valid_loss + 0.3 * (1 - h.valid_align))
+    assert full.best_epoch == int(h.valid_objective.idxmin()) and full.best_auc == h.valid_auc[full.best_epoch]
     best, last = load_checkpoint(full.checkpoint), load_checkpoint(tmp_path / 'full' / 'last.pt')
     assert full.checkpoint.name == 'best.pt' and best['epoch'] == full.best_epoch and last['epoch'] == 3
     assert all(torch.equal(v, best['model'][k]) for k, v in full.model.state_dict().items())  # returned = best
@@ -176,6 +177,14 @@ def test_train_history_checkpoints_and_exact_resume(tmp_path):
     assert res.history.drop(columns='time').equals(h.drop(columns='time'))
     with pytest.raises(TrainingError, match='settings differ'):
         train(m, tr, va, epochs=5, out_dir=tmp_path / 'part', resume=True, **{**KW, 'lr': 0.1})
+
+def test_plain_training_keeps_the_best_validation_auc(tmp_path):
+    tr, va = _data()
+    torch.manual_seed(0); r = train(TinyNet(), tr, va, epochs=4, **{**KW, 'lam': 0.0})
+    h = r.history
+    top = h[h['valid_auc'] == h['valid_auc'].max()]
+    assert r.best_epoch == int(top['valid_loss'].idxmin()) and r.best_auc == h['valid_auc'].max()
+    assert h.valid_objective.equals(h.valid_loss)
 
 class _Broken(torch.utils.data.Dataset):
     def __init__(self, ds): self.ds, self.labels = ds, ds.labels
@@ -261,3 +270,40 @@ def test_lam_auto_signed_history_and_errors(tmp_path):
         train(TinyNet(), tr, va, lam=1.0, directions={'mean': 1}, **kw)
     with pytest.raises(TrainingError, match='directions must be "auto"'): train(TinyNet(), tr, va, lam=1.0, directions='up', **kw)
     with pytest.raises(TrainingError, match='lam > 0 needs features'): train(TinyNet(), tr, va, lam='auto', progress=False)
+
+# ---------------------------------------------------------------- train's one-pass regularizer
+@pytest.mark.parametrize('seed', range(2))
+def test_one_pass_regularizer_matches_exact_terms(seed):
+    "train's summed finite difference (shared forward, one-sided; or its own eval forward, central) vs double backprop of both terms."
+    torch.manual_seed(seed)
+    model, x = FGFNet3D(in_channels=2, width=4, depth=3), Blobs(4, S=16, seed=seed).x
+    G = FeatureSet(['volume', 'elongation'], spacing=(2., 2., 2.)).gradients(x); P = gram_pinv(G)
+    t = _target(G, torch.tensor([1., -1.]))
+    with torch.no_grad(): model.head.weight.mul_(-1)                   # some samples on the wrong side of t
+    def grads(base, method):
+        model.zero_grad()
+        if base:
+            xq, pat = x.detach().requires_grad_(True), _FrozenPattern(model)
+            with pat.record(): f0 = model(xq)
+            base = (xq, f0, pat)
+        L, p, s = _reg_loss(model, x, G, P, t, 10., method, base=base)
+        L.backward(inputs=list(model.parameters()))
+        return torch.cat([(q.grad if q.grad is not None else torch.zeros_like(q)).flatten() for q in model.parameters()]), L.item(), p, s
+    ref = grads(False, 'double_backprop')
+    assert ref[3] > 0 and 0 < ref[2] < 1                                # both terms active
+    for base, method in ((True, 'finite_difference'), (False, 'finite_difference'), (True, 'double_backprop')):
+        g, L, p, s = grads(base, method)
+        assert L == pytest.approx(ref[1], rel=1e-5) and p == pytest.approx(ref[2], rel=1e-5) and s == pytest.approx(ref[3], rel=1e-4)
+        assert torch.nn.functional.cosine_similarity(g, ref[0], 0).item() > 0.99
+        assert (g.norm() / ref[0].norm()).item() == pytest.approx(1, abs=0.05)
+
+def test_train_shares_the_forward_only_for_mode_free_models():
+    tr, va = _data()
+    x = torch.stack([tr[i][0] for i in range(4)])
+    assert _mode_free(TinyNet(), x) and _mode_free(FGFNet3D(in_channels=2, width=4, depth=2), x)
+    bn = torch.nn.Sequential(torch.nn.Conv3d(2, 4, 3), torch.nn.BatchNorm3d(4), torch.nn.Flatten(), torch.nn.LazyLinear(1), torch.nn.Flatten(0))
+    assert not _mode_free(bn, x)
+    class _Flip(torch.nn.Module):                                        # custom mode dependence is caught by the probe
+        def __init__(self): super().__init__(); self.net = TinyNet()
+        def forward(self, x): return self.net(x) * (2. if self.training else 1.)
+    assert not _mode_free(_Flip(), x)
