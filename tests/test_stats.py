@@ -207,9 +207,9 @@ def test_measure_null_writes_p_values_and_reuses_null_models(tmp_path, capsys):
     pd.testing.assert_series_equal(pd.read_csv(tmp_path/'m2'/'measure.csv').p_adj, t.p_adj)
     assert cli.main(args + ['--out', str(tmp_path/'m3'), '--null-dir', str(tmp_path/'none')]) == 2
     assert 'no finished null models' in capsys.readouterr().err
-    assert json.loads((tmp_path/'m1'/'measure.json').read_text())['mask_band'] == 1          # the default of the null test
+    assert json.loads((tmp_path/'m1'/'measure.json').read_text())['mask_band'] == 1          # the default of the measure and the null test
     assert cli.main(args + ['--out', str(tmp_path/'m4'), '--null-dir', str(tmp_path/'m1'/'null'), '--mask-band', '0']) == 0
-    t4 = pd.read_csv(tmp_path/'m4'/'measure.csv')                  # the whole mask channel: another statistic, same noise table
-    assert not np.allclose(t4.unique_share, t.unique_share) and np.allclose(t4.ratio, t.ratio)
+    t4 = pd.read_csv(tmp_path/'m4'/'measure.csv')                  # the whole mask channel: another statistic and another M
+    assert not np.allclose(t4.unique_share, t.unique_share) and not np.allclose(t4.M, t.M)   # the band applies to the measure too
     assert cli.main(args + ['--out', str(tmp_path/'m5'), '--null-dir', str(tmp_path/'m1'/'null'), '--mask-band', '-1']) == 2
     assert 'mask_band must be' in capsys.readouterr().err
