@@ -192,36 +192,55 @@ def fgf_penalty(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits; per-samp
         raise TrainingError(f"method must be 'finite_difference' or 'double_backprop', found {method!r}")
     if check: check_coupling(model, x)
     if G is None: G = features.gradients(x.detach())
-    with _eval_mode(model): return _penalty(model, x, G, pinv, method, h)
+    G = G.detach().flatten(2).to(x.dtype)
+    return _reg_loss(model, x, G, gram_pinv(G) if pinv is None else pinv, None, 1., method, h)[0]
 
-def _penalty(model, x, G, P, method, h):
-    "`fgf_penalty` with its arguments checked, the model already in eval mode."
-    G = G.detach().flatten(2).to(x.dtype)  # (B, K, d), no graph
-    if P is None: P = gram_pinv(G)
-    xr = x.detach().requires_grad_(True)
-    if method == "double_backprop":
-        gf = input_gradients(model, xr, create_graph=True)
-        return _defined_penalty(gf.flatten(1), G, P)[0]
-    pat = _FrozenPattern(model)
-    with pat.record(): gf = input_gradients(model, xr)
-    gf = gf.flatten(1)
-    a, w = _alignment(gf, G, P); ok = torch.isfinite(a)
-    if not ok.any(): return gf.sum() * 0. + sum(q.sum() * 0. for q in model.parameters())
-    x0 = x.detach()
-    if not ok.all(): a, w, gf, G, x0 = a[ok], w[ok], gf[ok], G[ok], x0[ok]  # copies only when some sample is undefined
-    a, w = a.to(gf.dtype), w.to(gf.dtype)
-    p = (1 - a).mean()
-    u = torch.bmm(w[:, None], G)[:, 0].sub_(a[:, None] * gf)  # dp/dgf = -2/n (Gᵀw - a gf)/|gf|², (n, d)
-    u.mul_((-2 / len(a) / (gf * gf).sum(1))[:, None])
-    nu, n = u.norm(dim=1), len(x0)
-    step = h * x0.flatten(1).norm(dim=1) / math.sqrt(x0[0].numel())  # (n,) h * RMS(x_b)
-    step = torch.where(step > 0, step, torch.full_like(step, h))
-    v = (u * (step / nu.clamp_min(torch.finfo(u.dtype).tiny))[:, None]).view_as(x0)
-    xpm = x0.new_empty((2 * n,) + x0.shape[1:])
-    torch.add(x0, v, out=xpm[:n]); torch.sub(x0, v, out=xpm[n:])
-    with pat.replay(lambda m: torch.cat([m[ok], m[ok]])): fpm = model(xpm)
-    s = ((fpm[:n] - fpm[n:]) * nu / (2 * step)).sum()  # <grad f, u>, differentiable in the weights
-    return p + s - s.detach()
+def _reg_loss(model:nn.Module, x:Tensor, G:Tensor, P:Tensor, t:Tensor|None, lam:float, method:str="finite_difference",
+              h:float=0.1, base:tuple|None=None) -> tuple[Tensor, float, float]:
+    """λ·(fgf penalty + sign penalty) whose weight gradient is the exact terms' (double backprop) or their directional
+    derivative along one summed direction (finite difference); (term, penalty, sign penalty). `base` = (x with
+    requires_grad, its logits with graph, frozen pattern) reuses the loss forward (mode-free models only)."""
+    B = len(x); Gf = G.detach().flatten(2).to(x.dtype)
+    tf = t.flatten(1).to(x.dtype) if t is not None else None
+    def _sign(gf, gn):
+        if tf is None: return gf.new_zeros(()), None
+        dd = (gf * tf).sum(1); ok = (gn > 0) & (tf.abs().sum(1) > 0)
+        act = ok & (dd.detach() < 0); inv = torch.where(ok, 1 / torch.where(ok, gn, 1.), 0.)
+        return torch.where(act, -dd * inv, 0.).sum() / B, torch.where(act, inv, 0.)
+    with (nullcontext() if base else _eval_mode(model)):
+        if method == "double_backprop":
+            if base: gf, = torch.autograd.grad(base[1].sum(), base[0], create_graph=True)
+            else: gf = input_gradients(model, x.detach().requires_grad_(True), create_graph=True)
+            gf = gf.flatten(1)
+            pen = _defined_penalty(gf, Gf, P)[0]; spen = _sign(gf, gf.detach().norm(dim=1))[0]
+            return lam * (pen + spen), float(pen.detach()), float(spen.detach())
+        if method != "finite_difference": raise TrainingError(f"method must be 'finite_difference' or 'double_backprop', found {method!r}")
+        if base: xr, f0, pat = base; gf, = torch.autograd.grad(f0.sum(), xr, retain_graph=True)
+        else:
+            pat = _FrozenPattern(model)
+            with pat.record(): gf = input_gradients(model, x)
+        gf = gf.flatten(1)
+        a, w = _alignment(gf, Gf, P); ok = torch.isfinite(a); n = int(ok.sum())
+        g2 = (gf * gf).sum(1)
+        a0, w0 = torch.where(ok, a, 0.).to(gf.dtype), torch.where(ok[:, None], w, 0.).to(gf.dtype)
+        U = torch.bmm(w0[:, None], Gf)[:, 0].sub_(a0[:, None] * gf)    # dpen/dgf = -2/n (Gᵀw - a gf)/|gf|²
+        U.mul_(torch.where(ok, -2 / max(n, 1) / torch.where(ok, g2, 1.), 0.)[:, None])
+        pen = float((1 - a[ok]).mean()) if n else 0.
+        spen, inv = _sign(gf, g2.sqrt())
+        if inv is not None: U.sub_(inv[:, None] / B * tf)                # dspen/dgf = -t/(B |gf|) where f falls along t
+        U.mul_(lam); nu = U.norm(dim=1)
+        if not bool((nu > 0).any()): return sum(q.sum() * 0. for q in model.parameters()) + lam * float(spen) + lam * pen, pen, float(spen)
+        x0 = x.detach()
+        step = h * x0.flatten(1).norm(dim=1) / math.sqrt(x0[0].numel())   # (B,) h * RMS(x_b)
+        step = torch.where(step > 0, step, torch.full_like(step, h))
+        v = (U * (step / nu.clamp_min(torch.finfo(U.dtype).tiny))[:, None]).view_as(x0)
+        if base:                                                          # one-sided, from the loss forward's f(x)
+            with pat.replay(lambda m: m): fp = model(x0 + v)
+            s = ((fp - f0) * nu / step).sum()
+        else:                                                             # central, eval mode
+            with pat.replay(lambda m: torch.cat([m, m])): fpm = model(torch.cat([x0 + v, x0 - v]))
+            s = ((fpm[:B] - fpm[B:]) * nu / (2 * step)).sum()
+        return s - s.detach() + lam * (pen + float(spen)), pen, float(spen)
 
 # %% ../nbs/05_train.ipynb #061c7a37
 class CouplingError(TrainingError):
@@ -527,54 +546,6 @@ def _mode_free(model:nn.Module, probe:Tensor) -> bool:
     finally:
         for m, t in modes: m.training = t
     return bool(torch.equal(fe, ft))
-
-def _reg_loss(model:nn.Module, x:Tensor, G:Tensor, P:Tensor, t:Tensor|None, lam:float, method:str="finite_difference",
-              h:float=0.1, base:tuple|None=None) -> tuple[Tensor, float, float]:
-    """λ·(fgf penalty + sign penalty) whose weight gradient is the exact terms' (double backprop) or their directional
-    derivative along one summed direction (finite difference); (term, penalty, sign penalty). `base` = (x with
-    requires_grad, its logits with graph, frozen pattern) reuses the loss forward (mode-free models only)."""
-    B = len(x); Gf = G.detach().flatten(2).to(x.dtype)
-    tf = t.flatten(1).to(x.dtype) if t is not None else None
-    def _sign(gf, gn):
-        if tf is None: return gf.new_zeros(()), None
-        dd = (gf * tf).sum(1); ok = (gn > 0) & (tf.abs().sum(1) > 0)
-        act = ok & (dd.detach() < 0); inv = torch.where(ok, 1 / torch.where(ok, gn, 1.), 0.)
-        return torch.where(act, -dd * inv, 0.).sum() / B, torch.where(act, inv, 0.)
-    with (nullcontext() if base else _eval_mode(model)):
-        if method == "double_backprop":
-            if base: gf, = torch.autograd.grad(base[1].sum(), base[0], create_graph=True)
-            else: gf = input_gradients(model, x.detach().requires_grad_(True), create_graph=True)
-            gf = gf.flatten(1)
-            pen = _defined_penalty(gf, Gf, P)[0]; spen = _sign(gf, gf.detach().norm(dim=1))[0]
-            return lam * (pen + spen), float(pen.detach()), float(spen.detach())
-        if method != "finite_difference": raise TrainingError(f"method must be 'finite_difference' or 'double_backprop', found {method!r}")
-        if base: xr, f0, pat = base; gf, = torch.autograd.grad(f0.sum(), xr, retain_graph=True)
-        else:
-            pat = _FrozenPattern(model)
-            with pat.record(): gf = input_gradients(model, x)
-        gf = gf.flatten(1)
-        a, w = _alignment(gf, Gf, P); ok = torch.isfinite(a); n = int(ok.sum())
-        g2 = (gf * gf).sum(1)
-        a0, w0 = torch.where(ok, a, 0.).to(gf.dtype), torch.where(ok[:, None], w, 0.).to(gf.dtype)
-        U = torch.bmm(w0[:, None], Gf)[:, 0].sub_(a0[:, None] * gf)    # dpen/dgf = -2/n (Gᵀw - a gf)/|gf|²
-        U.mul_(torch.where(ok, -2 / max(n, 1) / torch.where(ok, g2, 1.), 0.)[:, None])
-        pen = float((1 - a[ok]).mean()) if n else 0.
-        spen, inv = _sign(gf, g2.sqrt())
-        if inv is not None: U.sub_(inv[:, None] / B * tf)                # dspen/dgf = -t/(B |gf|) where f falls along t
-        U.mul_(lam); nu = U.norm(dim=1)
-        if not bool((nu > 0).any()): return sum(q.sum() * 0. for q in model.parameters()) + lam * float(spen) + lam * pen, pen, float(spen)
-        x0 = x.detach()
-        step = h * x0.flatten(1).norm(dim=1) / math.sqrt(x0[0].numel())   # (B,) h * RMS(x_b)
-        step = torch.where(step > 0, step, torch.full_like(step, h))
-        v = (U * (step / nu.clamp_min(torch.finfo(U.dtype).tiny))[:, None]).view_as(x0)
-        sel = lambda m: m
-        if base:                                                          # one-sided, from the loss forward's f(x)
-            with pat.replay(sel): fp = model(x0 + v)
-            s = ((fp - f0) * nu / step).sum()
-        else:                                                             # central, eval mode
-            with pat.replay(lambda m: torch.cat([m, m])): fpm = model(torch.cat([x0 + v, x0 - v]))
-            s = ((fpm[:B] - fpm[B:]) * nu / (2 * step)).sum()
-        return s - s.detach() + lam * (pen + float(spen)), pen, float(spen)
 
 # %% ../nbs/05_train.ipynb #2877c877
 LAM_AUTO = 10.0  # λ of lam="auto" (with the sign-aware term, directions from the training labels, and the mask channel banded)
