@@ -241,22 +241,19 @@ def method_verdicts(model:torch.nn.Module, # the model to explain
                     null_stats:pd.DataFrame|None=None, # null_statistics of the seed's null models on the test cases (fgf_null)
                     null_features:FeatureSet|None=None, # the features of fgf_null (default: `features`; the study bands the mask channel)
                     methods:Sequence[str]|None=None, # default: METHODS
-                    S:list[str]|None=None, # a feature set whose M (global noise baseline) is returned as M_S
                     alpha:float=0.05, # family-wise level of every method
                     clock=None, # a _Clock collecting seconds per method
-                   ) -> tuple[pd.DataFrame, float]:
-    "One row per (feature, method): score (higher = stronger evidence of use), p (the method's family-wise adjusted p), significant; and M_S."
+                   ) -> pd.DataFrame:
+    "One row per (feature, method): score (higher = stronger evidence of use), p (the method's family-wise adjusted p), significant."
     clock, methods = clock or _Clock(), METHODS if methods is None else methods
     tr, va, te = split
-    xt, out, M_S = x[te], [], np.nan
+    xt, out = x[te], []
     with torch.no_grad(): logits = model.eval()(xt).double().numpy()
     for b in cfg['baselines']:
         if f'fgf_{b}' not in methods: continue
         with clock(f'fgf_{b}'):
-            sets = {'S': list(S)} if S and b == 'global' else None
-            t = fgf_measure(model, xt, features, sets=sets, n_noise=cfg['n_noise'], noise=b, steps_per_line=cfg['steps_per_line'],
+            t = fgf_measure(model, xt, features, n_noise=cfg['n_noise'], noise=b, steps_per_line=cfg['steps_per_line'],
                             max_steps=cfg['max_steps'], batch_size=cfg['batch_size'], seed=seed, progress=False, n_boot=0).table
-        if sets: M_S = float(t.set_index('name').loc['S', 'M'])
         t = t[t.kind == 'feature']
         out.append(_verdict_rows(t.name, t.ratio, t.p_paired_holm, t.p_paired_holm < alpha, f'fgf_{b}'))
     vt = values.iloc[te].reset_index(drop=True)
@@ -273,7 +270,7 @@ def method_verdicts(model:torch.nn.Module, # the model to explain
             t = null_test(model, null_stats, xt, null_features or features, statistic=cfg['null_statistic'], alpha=alpha, noise_kw=False, progress=False)
         t = t[t.kind == 'feature']
         out.append(_verdict_rows(t.name, t.statistic, t.p_adj, t.significant, 'fgf_null'))
-    return pd.concat(out, ignore_index=True), M_S
+    return pd.concat(out, ignore_index=True)
 
 # %% ../nbs/11_validation.ipynb #0e7b68c1
 STUDY_CONFIG = dict(n_cases=400, matrix=128, size=36, spacing=3.0, window=(-200., 300.), fractions=(0.5, 0.25, 0.25),
@@ -439,7 +436,7 @@ def run_seed(work:str|Path, # working folder of this seed (cohort, checkpoints, 
     for (rule, name), (m, S) in models.items():
         meths = METHODS if name == 'plain' else ['fgf_global']
         v = _cached_verdicts(work/'runs'/rule/name, dict(seed=seed, methods=meths, **{k: _plain(cfg.get(k)) for k in _VERDICT_KEY}),
-                             lambda: method_verdicts(m, x, values, split, fs, cfg, seed, nstats, fsb, meths, clock=clock)[0])
+                             lambda: method_verdicts(m, x, values, split, fs, cfg, seed, nstats, fsb, meths, clock=clock))
         with clock('M_S'): M_S = set_measure(m, x[te], S, cfg, seed) if S else np.nan
         rows[[i for i, r in enumerate(rows) if (r['rule'], r['model']) == (rule, name)][0]]['M_S'] = M_S
         e = effects[(effects.rule == rule) & (effects.model == name)].set_index('factor').used
