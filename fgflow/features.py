@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_features.ipynb #d13ae3ee
 from __future__ import annotations
-import math
+import functools, math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 import numpy as np, torch
@@ -323,12 +323,17 @@ def _mesh_topology(inside:np.ndarray):
             ends.append(t); signs.append(s)
     return np.concatenate(ends), np.concatenate(signs)
 
+@functools.lru_cache(maxsize=64)
+def _topology_of(shape:tuple, bits:bytes):
+    "`_mesh_topology` of a padded occupancy given as packed bits, kept for the next call with the same occupancy (a flow line's steps and the features of one input share it)."
+    return _mesh_topology(np.unpackbits(np.frombuffer(bits, np.uint8), count=math.prod(shape)).reshape(shape).astype(bool))
+
 def _mesh_batch(mp:Tensor):
     "Topology of a batch of padded occupancies (B, D, H, W), concatenated: per triangle vertex its edge's two ends as flat indices into `mp` (F, 3, 2), the first end's position about the sample's bounding-box corner and the edge's direction (F, 3, 3) each (float64), orientation signs (F,) and the sample (F,)."
     inside = (mp.detach() > 0.5).cpu().numpy()
     T, S, O = [], [], []
     for ins in inside:
-        ends, sign = _mesh_topology(ins); T.append(ends); S.append(sign)
+        ends, sign = _topology_of(ins.shape, np.packbits(ins).tobytes()); T.append(ends); S.append(sign)
         O.append([np.argmax(ins.any(tuple(j for j in range(3) if j != a))) for a in range(3)])   # bounding-box corner (0 if empty)
     I, ends = np.repeat(np.arange(len(T)), [len(s) for s in S]), np.concatenate(T)
     E = ends @ np.array([mp.shape[2] * mp.shape[3], mp.shape[3], 1]) + (I * inside[0].size)[:, None, None]

@@ -554,6 +554,22 @@ def read_study(out:str|Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, 
 # %% ../nbs/11_validation.ipynb #bf4531e7
 def _fmt_ms(v:pd.Series) -> str: return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
 
+def _count(v:pd.Series) -> str: return f"{int(v.sum())} of {int(v.notna().sum())}" if v.notna().any() else ''
+
+def _regularized_table(m:pd.DataFrame) -> pd.DataFrame:
+    "Per rule and model (plain, reg_true, reg_wrong): seeds, test AUC, AUC minus the seed's plain model, mean M_S, and for reg_true the seeds where M_S >= 3x plain, where 3x was reachable (plain M_S <= 1/3, as M <= 1), and where 1 - M_S fell at least threefold."
+    r = m[m.model.isin(['plain', 'reg_true', 'reg_wrong'])]
+    pl = r[r.model == 'plain'].set_index(['seed', 'rule'])
+    at, rt = list(zip(r.seed, r.rule)), (r.model == 'reg_true').to_numpy()
+    mp, ms = pl.M_S.reindex(at).to_numpy(), r.M_S.to_numpy()
+    on = lambda ok: np.where(rt, ok.astype(float), np.nan)
+    r = r.assign(d_auc=r.test_auc.to_numpy() - pl.test_auc.reindex(at).to_numpy(),          # minus the same seed's plain model
+                 x3=on(ms >= 3 * mp), reach=on(mp <= 1 / 3), mis3=on(1 - mp >= 3 * (1 - ms)))
+    return r.groupby(['rule', 'model'], sort=False).agg(
+        seeds=('seed', 'nunique'), test_auc=('test_auc', _fmt_ms), auc_minus_plain=('d_auc', 'mean'), M_S=('M_S', 'mean'),
+        M_S_3x_plain=('x3', _count), M_S_3x_reachable=('reach', _count), misalignment_3x_lower=('mis3', _count),
+        seconds=('seconds', 'mean')).reset_index()
+
 def summarize_study(models:pd.DataFrame, effects:pd.DataFrame, verdicts:pd.DataFrame, # read_study's tables
                     split:str|None=None, # 'design', 'heldout' or None (both)
                    ) -> dict[str, pd.DataFrame]:
@@ -581,16 +597,8 @@ def summarize_study(models:pd.DataFrame, effects:pd.DataFrame, verdicts:pd.DataF
                          n_true=len(true), true_factor_on_top=np.mean(top) if top else np.nan, n_cases=len(top),
                          null_rule_seeds_with_any=int(g[g.rule == 'null'].groupby('seed').significant.any().sum())))
     methods = pd.DataFrame(rows).set_index('method').reindex([x for x in METHODS if x in set(vp.method)])
-    r = m[m.model.isin(['plain', 'reg_true', 'reg_wrong'])]
-    pl = r[r.model == 'plain'].set_index(['seed', 'rule'])
-    at = list(zip(r.seed, r.rule))
-    r = r.assign(d_auc=r.test_auc.to_numpy() - pl.test_auc.reindex(at).to_numpy(),          # minus the same seed's plain model
-                 x_plain=np.where(r.model == 'reg_true', r.M_S.to_numpy() / pl.M_S.reindex(at).to_numpy(), np.nan))
-    reg = r.groupby(['rule', 'model'], sort=False).agg(
-        seeds=('seed', 'nunique'), test_auc=('test_auc', _fmt_ms), auc_minus_plain=('d_auc', 'mean'), M_S=('M_S', 'mean'),
-        M_S_3x_plain=('x_plain', lambda v: f"{int((v >= 3).sum())} of {int(v.notna().sum())}" if v.notna().any() else ''),
-        seconds=('seconds', 'mean'))
-    return dict(auc=auc.reset_index(), used=used, rule_uses=rule_uses, methods=methods.reset_index(), regularized=reg.reset_index())
+    reg = _regularized_table(m)
+    return dict(auc=auc.reset_index(), used=used, rule_uses=rule_uses, methods=methods.reset_index(), regularized=reg)
 
 # %% ../nbs/11_validation.ipynb #a08829b7
 def _cell_label(v:float) -> str:
