@@ -25,7 +25,7 @@ __all__ = ['FEATURE_FACTOR', 'TRUTH_SETS', 'WRONG_SETS', 'STUDY_CONFIG', 'TINY_C
            'study_labels', 'intervention_logits', 'factor_effects', 'mark_used', 'spearman_scores', 'rcv_scores',
            'method_verdicts', 'seed_split', 'IntensityGate', 'study_model', 'train_study_model', 'set_measure',
            'run_seed', 'parse_seeds', 'parse_rules', 'check_out', 'run_study', 'read_study', 'summarize_study',
-           'plot_study', 'gradient_overlap']
+           'plot_study', 'plot_regularized', 'gradient_overlap']
 
 # %% ../nbs/11_validation.ipynb #ca448152
 class ValidationError(FGFlowError):
@@ -632,6 +632,33 @@ def plot_study(verdicts:pd.DataFrame, # read_study's verdicts (plain models are 
     u.plot.barh(ax=axs[-1], width=0.8); axs[-1].invert_yaxis()
     axs[-1].set_xlabel('share of seeds used'); axs[-1].set_title('factors the plain models use\n(interventions)', fontsize=9)
     axs[-1].legend(fontsize=7, loc='lower right'); fig.tight_layout()
+    return fig
+
+# %% ../nbs/11_validation.ipynb #e0dbae93
+def plot_regularized(models:pd.DataFrame, # read_study's models
+                     bar:float=-0.03, # the AUC change that is still acceptable
+                    ):
+    "Per seed: reg_true AUC minus plain (left) and M_S plain vs reg_true (right), per rule, design and held-out seeds marked apart."
+    import matplotlib.pyplot as plt
+    r = models[models.model.isin(['plain', 'reg_true'])]
+    t = r.pivot_table(index=['rule', 'seed', 'split'], columns='model', values=['test_auc', 'M_S']).dropna().reset_index()
+    rules = [x for x in LABEL_RULES if x in set(t.rule)]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    marks, colors = {'design': 'o', 'heldout': 's'}, dict(zip(rules, plt.rcParams['axes.prop_cycle'].by_key()['color']))
+    for i, rule in enumerate(rules):
+        for j, (sp, g) in enumerate(t[t.rule == rule].groupby('split')):
+            dx = (j - 0.5) * 0.3 + np.linspace(-0.08, 0.08, len(g))
+            a.scatter(i + dx, g.test_auc.reg_true - g.test_auc.plain, marker=marks.get(sp, 'x'), color=colors[rule], alpha=0.8,
+                      label=f'{sp} seeds' if i == 0 else None, edgecolor='k' if sp == 'heldout' else 'none')
+            b.scatter(g.M_S.plain, g.M_S.reg_true, marker=marks.get(sp, 'x'), color=colors[rule], alpha=0.8,
+                      label=f'{rule}, {sp}', edgecolor='k' if sp == 'heldout' else 'none')
+    a.axhline(0, color='grey', lw=0.8); a.axhline(bar, color='r', ls='--', lw=1, label=f'{bar:+.2f}')
+    a.set_xticks(range(len(rules))); a.set_xticklabels(rules); a.set_ylabel('reg_true test AUC - plain'); a.legend(fontsize=8)
+    a.set_title('accuracy kept?', fontsize=10)
+    u = np.linspace(0, 1, 101)
+    b.plot(u, np.minimum(3 * u, 1), 'r--', lw=1, label='3x plain'); b.plot(u, u, color='grey', lw=0.8, label='equal')
+    b.set_xlim(0, 1); b.set_ylim(0, 1.02); b.set_xlabel('M_S plain'); b.set_ylabel('M_S reg_true'); b.legend(fontsize=7, loc='lower right')
+    b.set_title('alignment gained', fontsize=10); fig.tight_layout()
     return fig
 
 # %% ../nbs/11_validation.ipynb #14a7093a
