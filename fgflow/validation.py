@@ -330,12 +330,13 @@ def train_study_model(x:torch.Tensor, y:np.ndarray, split:tuple, # inputs, label
                      ) -> tuple[torch.nn.Module, float]:
     "Train (or reload) one model of the study from scratch; (model with the best validation AUC, seconds of training)."
     from fgflow.train import train, load_checkpoint
-    out_dir, model = Path(out_dir), study_model(cfg)
+    out_dir = Path(out_dir)
+    torch.manual_seed(seed); model = study_model(cfg)              # initial weights from the seed, whatever ran before
     if (out_dir/'done.json').exists():
         model.load_state_dict(load_checkpoint(out_dir/'best.pt')['model'])
         return model.eval(), json.loads((out_dir/'done.json').read_text())['seconds']
     for f in ('verdicts.csv', 'verdicts.json'): (out_dir/f).unlink(missing_ok=True)   # verdicts of an earlier model of this name
-    t0 = time.perf_counter(); torch.manual_seed(seed)
+    t0 = time.perf_counter()
     r = train(model, _dataset(x, y, split[0], cfg), _dataset(x, y, split[1], cfg), features=features, lam=lam, seed=seed,
               out_dir=out_dir, resume=(out_dir/'last.pt').exists(), progress=False, **_train_kwargs(cfg))
     sec = round(time.perf_counter() - t0, 1)
