@@ -192,7 +192,6 @@ def fgf_penalty(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits; per-samp
         raise TrainingError(f"method must be 'finite_difference' or 'double_backprop', found {method!r}")
     if check: check_coupling(model, x)
     if G is None: G = features.gradients(x.detach())
-    G = G.detach().flatten(2).to(x.dtype)
     return _reg_loss(model, x, G, gram_pinv(G) if pinv is None else pinv, None, 1., method, h)[0]
 
 def _reg_loss(model:nn.Module, x:Tensor, G:Tensor, P:Tensor, t:Tensor|None, lam:float, method:str="finite_difference",
@@ -617,6 +616,7 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
     probe = torch.stack([train_data[i][0] for i in range(min(4, len(train_data)))]).to(device)
     check_coupling(model, probe, strict=lam > 0)
     share = lam > 0 and not d.on and _mode_free(model, probe)  # the BCE's forward serves the penalty (one-sided difference)
+    pat = _FrozenPattern(model) if share else None             # its record is redone each batch
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None) if d.on else model
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     hist = {k: [] for k in _HIST}
@@ -651,7 +651,7 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
             if augment is not None: x = augment(x, generator=gen)
             base = None
             if share:
-                xq, pat = x.detach().requires_grad_(True), _FrozenPattern(model)
+                xq = x.detach().requires_grad_(True)
                 with pat.record(): logits = net(xq)
                 base = (xq, logits, pat)
             else: logits = net(x)

@@ -24,8 +24,8 @@ __all__ = ['FEATURE_FACTOR', 'TRUTH_SETS', 'WRONG_SETS', 'STUDY_CONFIG', 'TINY_C
            'STUDY_FILES', 'ValidationError', 'rule_factors', 'truth', 'reference_crop', 'study_cohort', 'study_split',
            'study_labels', 'intervention_logits', 'factor_effects', 'mark_used', 'spearman_scores', 'rcv_scores',
            'method_verdicts', 'seed_split', 'IntensityGate', 'study_model', 'train_study_model', 'set_measure',
-           'run_seed', 'parse_seeds', 'parse_rules', 'check_out', 'run_study', 'read_study', 'summarize_study',
-           'plot_study', 'plot_regularized', 'gradient_overlap']
+           'study_data', 'run_seed', 'parse_seeds', 'parse_rules', 'check_out', 'run_study', 'read_study',
+           'summarize_study', 'plot_study', 'plot_regularized', 'gradient_overlap']
 
 # %% ../nbs/11_validation.ipynb #ca448152
 class ValidationError(FGFlowError):
@@ -328,7 +328,7 @@ def train_study_model(x:torch.Tensor, y:np.ndarray, split:tuple, # inputs, label
                       out_dir:str|Path, # checkpoints; a finished model is reloaded, an interrupted one resumed
                       features:list[str]|None=None, lam=0.0, # penalty set and weight (regularized models)
                      ) -> tuple[torch.nn.Module, float]:
-    "Train (or reload) one model of the study from scratch; (model with the best validation AUC, seconds of training)."
+    "Train (or reload) one model of the study from scratch; (model of the kept epoch (`train`'s choice), seconds of training)."
     from fgflow.train import train, load_checkpoint
     out_dir = Path(out_dir)
     torch.manual_seed(seed); model = study_model(cfg)              # initial weights from the seed, whatever ran before
@@ -378,6 +378,16 @@ def set_measure(model:torch.nn.Module, x:torch.Tensor, # the model, the test inp
                     max_steps=cfg['max_steps'], batch_size=cfg['batch_size'], seed=seed, progress=False, n_boot=0).table
     return float(t.set_index('name').loc['S', 'M'])
 
+def study_data(seed:int, cfg:dict, # cohort seed; settings
+               cache:str|Path|None=None, # the cohort's file (`study_cohort`)
+               rules:Sequence[str]=tuple(LABEL_RULES), # label rules (the split is stratified on these and 'null')
+               progress:bool=False,
+              ) -> tuple[torch.Tensor, pd.DataFrame, dict, tuple]:
+    "A seed's inputs, factors, labels {rule: (y, p)} and (train, valid, test) indices, as `run_seed` makes them."
+    x, fac = study_cohort(seed, cfg, cache, progress)
+    labels = {r: study_labels(fac, r, seed, cfg['positive_rate']) for r in dict.fromkeys([*rules, 'null'])}
+    return x, fac, labels, study_split(len(x), seed, cfg['fractions'], [y for y, _ in labels.values()])
+
 def run_seed(work:str|Path, # working folder of this seed (cohort, checkpoints, null models)
              seed:int, # cohort, split, label and training seed
              rules:Sequence[str]=tuple(LABEL_RULES), # label rules to study
@@ -392,9 +402,7 @@ def run_seed(work:str|Path, # working folder of this seed (cohort, checkpoints, 
     key = dict(seed=seed, split=sp)
     bar = tqdm(total=len(rules) + 4, desc=f'seed {seed}', disable=not progress, leave=False)
     with clock('cohort'):
-        x, fac = study_cohort(seed, cfg, work/'cohort.pt', progress)
-        labels = {r: study_labels(fac, r, seed, cfg['positive_rate']) for r in dict.fromkeys([*rules, 'null'])}
-        split = study_split(len(x), seed, cfg['fractions'], [y for y, _ in labels.values()]); tr, va, te = split
+        x, fac, labels, split = study_data(seed, cfg, work/'cohort.pt', rules, progress); tr, va, te = split
         fs = FeatureSet(list(FEATURES), (cfg['spacing'],) * 3, cfg['window'])
         values = _feature_values(x, fs)
         fsb = FeatureSet(list(FEATURES), (cfg['spacing'],) * 3, cfg['window'], cfg.get('mask_band', 0))   # features of fgf_null

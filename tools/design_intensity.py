@@ -17,14 +17,12 @@ import numpy as np, pandas as pd, torch
 
 import fgflow.train as T
 from fgflow.features import FeatureSet, FEATURES
-from fgflow.validation import (DESIGN_SEEDS, LABEL_RULES, STUDY_CONFIG, parse_seeds, set_measure, study_cohort, study_labels,
-                               study_split, train_study_model, truth, _feature_values)
+from fgflow.validation import DESIGN_SEEDS, STUDY_CONFIG, parse_seeds, set_measure, study_data, train_study_model, truth, _feature_values
 
 def _seed_data(work:Path, seed:int):
     if seed not in DESIGN_SEEDS: raise SystemExit(f"seed {seed} is not a design seed ({list(DESIGN_SEEDS)})")
-    x, fac = study_cohort(seed, STUDY_CONFIG, work/f'seed_{seed}'/'cohort.pt')
-    labels = {r: study_labels(fac, r, seed, STUDY_CONFIG['positive_rate']) for r in dict.fromkeys([*LABEL_RULES, 'null'])}
-    return x, labels, study_split(len(x), seed, STUDY_CONFIG['fractions'], [y for y, _ in labels.values()])
+    x, _, labels, split = study_data(seed, STUDY_CONFIG, work/f'seed_{seed}'/'cohort.pt')
+    return x, labels, split
 
 def reg(a):
     T.LAM_AUTO = a.lam

@@ -9,8 +9,7 @@ so the notebook can show that reg_wrong raises the wrong set's M and not the tru
 import sys, json
 from pathlib import Path
 import numpy as np, pandas as pd, torch
-from fgflow.validation import (STUDY_CONFIG, WRONG_SETS, study_cohort, study_labels, study_split, study_model, truth, set_measure,
-                               _read_csv, LABEL_RULES)
+from fgflow.validation import STUDY_CONFIG, WRONG_SETS, study_data, study_model, truth, set_measure, _read_csv
 from fgflow.train import load_checkpoint
 from fgflow.io import atomic_write
 
@@ -23,9 +22,7 @@ def main(work, out, seeds=None):
     done = {(r['seed'], r['rule'], r['model'], r['set']) for r in rows}
     md = _read_csv(out/'models.csv')
     for seed in seeds:
-        x, fac = study_cohort(seed, cfg, work/f'seed_{seed}'/'cohort.pt')
-        labels = [study_labels(fac, r, seed, cfg['positive_rate'])[0] for r in dict.fromkeys([*LABEL_RULES, 'null'])]
-        te = study_split(len(x), seed, cfg['fractions'], labels)[2]
+        x, _, _, (_, _, te) = study_data(seed, cfg, work/f'seed_{seed}'/'cohort.pt')
         for rule in cfg['regularized']:
             sets = {'true': truth(rule), 'wrong': WRONG_SETS[rule]}
             for name in ('plain', 'reg_true', 'reg_wrong'):
