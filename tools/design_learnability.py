@@ -1,0 +1,142 @@
+"""Design-seed checks of what the study's plain models can learn (11_validation, "What limits the plain models").
+
+    python tools/design_learnability.py recipes WORK OUT [--seeds 0-4] [--variants base,n800f,...]
+    python tools/design_learnability.py elongation WORK OUT [--seeds 0-4]
+    python tools/design_learnability.py networks WORK OUT [--seeds 0-4]
+
+WORK is the study's working folder (`fgflow study --work`; each seed's cohort.pt is reused, or rendered when absent;
+cohorts of other sizes are kept in OUT/cohorts). `recipes` trains the plain model of each rule under each recipe
+variant (the study config changed as in `VARIANTS`) and writes OUT/recipes.csv (test AUC beside the Bayes AUC).
+`elongation` asks whether elongation can be learned at all: the label is drawn from elongation alone (weight -2.5, the
+volume+elongation rule's weight), and the plain network (with and without rotation/flip augmentation) is compared with
+a logistic regression on the measured elongation of the crop; it writes OUT/elongation.csv. `networks` trains variants of
+the network on the same elongation-only label (`NETWORKS`: no normalization, an extra stride-1 convolution per stage,
+mean and max pooling, three coordinate channels, 100 epochs, 2 mm voxels) and writes OUT/networks.csv. Finished rows are kept
+when rerun. Design seeds only (0-4): refused otherwise.
+"""
+import argparse, json
+import torch.nn as nn
+from pathlib import Path
+
+import numpy as np, pandas as pd, torch
+
+import fgflow.phantoms as P
+from fgflow.features import FeatureSet
+from fgflow.io import atomic_write
+from fgflow.train import Augment, roc_auc, train
+from fgflow.validation import (DESIGN_SEEDS, STUDY_CONFIG, parse_seeds, study_data, study_labels, study_model, train_study_model,
+                               _dataset, _feature_values, _read_csv)
+
+SPLIT_100 = lambda n: (1 - 200 / n, 100 / n, 100 / n)   # 100 validation and 100 test cases, the rest for training
+VARIANTS = {'base': {}, 'epochs40': dict(epochs=40), 'width16': dict(width=16), 'depth2': dict(depth=2), 'depth4': dict(depth=4),
+            'batch8': dict(batch_size=8), 'lr1e-3_epochs40': dict(lr=1e-3, epochs=40),
+            'cases800': dict(n_cases=800), 'train400': dict(n_cases=600, fractions=SPLIT_100(600)),
+            'train600': dict(n_cases=800, fractions=SPLIT_100(800)), 'depth4_train600': dict(depth=4, n_cases=800, fractions=SPLIT_100(800))}
+RULES = ('volume+elongation', 'intensity', 'position')
+
+def _data(work:Path, out:Path, seed:int, cfg:dict):
+    if seed not in DESIGN_SEEDS: raise SystemExit(f"seed {seed} is not a design seed ({list(DESIGN_SEEDS)})")
+    keys = ('n_cases', 'matrix', 'spacing', 'size', 'window')
+    same = all(cfg[k] == STUDY_CONFIG[k] for k in keys)     # the study's own cohort; any other is kept apart (never overwrites it)
+    cache = work/f'seed_{seed}'/'cohort.pt' if same else out/'cohorts'/f'{seed}_{cfg["n_cases"]}_{cfg["spacing"]}_{cfg["size"]}.pt'
+    return study_data(seed, cfg, cache)
+
+def _rows(f:Path) -> list[dict]: return _read_csv(f).to_dict('records') if f.exists() else []
+
+def _save(f:Path, rows:list[dict]):
+    with atomic_write(f) as tmp: pd.DataFrame(rows).to_csv(tmp, index=False)
+
+def recipes(a):
+    out, work = Path(a.out), Path(a.work); out.mkdir(parents=True, exist_ok=True)
+    f = out/'recipes.csv'; rows = _rows(f); done = {(r['variant'], r['seed'], r['rule']) for r in rows}
+    for seed in parse_seeds(a.seeds):
+        for v in a.variants.split(','):
+            cfg = dict(STUDY_CONFIG, **VARIANTS[v])
+            if all((v, seed, r) in done for r in RULES): continue
+            x, _, labels, split = _data(work, out, seed, cfg); te = split[2]
+            for rule in RULES:
+                if (v, seed, rule) in done: continue
+                y, p = labels[rule]
+                m, sec = train_study_model(x, y, split, cfg, seed, out/'runs'/v/str(seed)/rule)
+                with torch.no_grad(): lt = m(x[te]).double().numpy()
+                rows.append(dict(variant=v, change=json.dumps(VARIANTS[v]), seed=seed, rule=rule, n_train=len(split[0]), n_test=len(te),
+                                 test_auc=roc_auc(y[te], lt), bayes_auc=roc_auc(y[te], p[te]), seconds=sec))
+                _save(f, rows); print(rows[-1], flush=True)
+
+class _Net(nn.Module):
+    "FGFNet3D's layout with the knobs `networks` turns: normalization, extra stride-1 convolutions, pooling, coordinate channels."
+    def __init__(self, cin:int=3, width:int=8, depth:int=3, norm:bool=True, extra:int=0, pool:str='mean', coord:bool=False):
+        super().__init__()
+        def block(i, o, s): return [nn.Conv3d(i, o, 3, stride=s, padding=1, bias=not norm), nn.GroupNorm(min(4, o), o) if norm else nn.Identity(), nn.SiLU()]
+        layers, self.coord, self.pool, cin = [], coord, pool, cin + 3 * coord
+        for i in range(depth):
+            layers += block(cin, width * 2**i, 2); cin = width * 2**i
+            for _ in range(extra): layers += block(cin, cin, 1)
+        self.features, self.head = nn.Sequential(*layers), nn.Linear(cin * (2 if pool == 'mean+max' else 1), 1)
+    def embed(self, x):
+        if self.coord:
+            B, _, D, H, W = x.shape
+            g = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, n, dtype=x.dtype) for n in (D, H, W)], indexing='ij'))
+            x = torch.cat([x, g[None].expand(B, 3, D, H, W)], 1)
+        h = self.features(x)
+        return torch.cat([h.mean((-3, -2, -1)), h.amax((-3, -2, -1))], 1) if self.pool == 'mean+max' else h.mean((-3, -2, -1))
+    def forward(self, x): return self.head(self.embed(x)).squeeze(-1)
+
+NETWORKS = {'as the study': ({}, 20, {}), 'no GroupNorm': (dict(norm=False), 20, {}), 'extra stride-1 conv per stage': (dict(extra=1), 20, {}),
+            'mean and max pooling': (dict(pool='mean+max'), 20, {}), 'coordinate channels': (dict(coord=True), 20, {}),
+            '100 epochs': ({}, 100, {}), '2 mm voxels (54³ crops, same field of view)': ({}, 20, dict(spacing=2.0, size=54))}
+
+def _elongation_only():
+    P.LABEL_RULES.setdefault('elongation only', dict(weights={'elongation': P.LABEL_RULES['volume+elongation']['weights']['elongation']},
+                                                     description='elongated tumours are positive (design check only)'))
+    return 'elongation only'
+
+def networks(a):
+    from fgflow.validation import IntensityGate
+    out, work = Path(a.out), Path(a.work); out.mkdir(parents=True, exist_ok=True)
+    f = out/'networks.csv'; rows = _rows(f); done = {(r['network'], r['seed']) for r in rows}
+    rule = _elongation_only()
+    for seed in parse_seeds(a.seeds):
+        for name, (kw, epochs, change) in NETWORKS.items():
+            if (name, seed) in done: continue
+            cfg = dict(STUDY_CONFIG, **change)
+            x, fac, _, (tr, va, te) = _data(work, out, seed, cfg)
+            y, p = study_labels(fac, rule, seed, cfg['positive_rate'])
+            torch.manual_seed(seed); m = IntensityGate(_Net(width=cfg['width'], depth=cfg['depth'], **kw), cfg['window'])
+            res = train(m, _dataset(x, y, tr, cfg), _dataset(x, y, va, cfg), epochs=epochs, lr=cfg['lr'], batch_size=cfg['batch_size'],
+                        patience=epochs, seed=seed, progress=False)
+            with torch.no_grad(): auc = roc_auc(y[te], res.model.eval()(x[te]).double().numpy())
+            rows.append(dict(network=name, seed=seed, test_auc=auc, bayes_auc=roc_auc(y[te], p[te]), best_epoch=int(res.best_epoch)))
+            _save(f, rows); print(rows[-1], flush=True)
+
+def elongation(a):
+    from sklearn.linear_model import LogisticRegression
+    out, work, cfg = Path(a.out), Path(a.work), STUDY_CONFIG; out.mkdir(parents=True, exist_ok=True)
+    f = out/'elongation.csv'; rows = _rows(f); done = {r['seed'] for r in rows}
+    rule = _elongation_only()
+    for seed in parse_seeds(a.seeds):
+        if seed in done: continue
+        x, fac, _, (tr, va, te) = _data(work, out, seed, cfg)
+        y, p = study_labels(fac, rule, seed, cfg['positive_rate'])
+        r = dict(seed=seed, n_train=len(tr), n_test=len(te), bayes_auc=roc_auc(y[te], p[te]))
+        for name, aug in (('network', None), ('network, rotations and flips', Augment(flip_axes=(0, 1, 2), rotate_deg=180., intensity_jitter=0.))):
+            torch.manual_seed(seed); m = study_model(cfg)
+            res = train(m, _dataset(x, y, tr, cfg), _dataset(x, y, va, cfg), epochs=cfg['epochs'], lr=cfg['lr'], batch_size=cfg['batch_size'],
+                        patience=cfg['epochs'], seed=seed, augment=aug, progress=False)
+            with torch.no_grad(): r[name] = roc_auc(y[te], res.model.eval()(x[te]).double().numpy())
+        v = _feature_values(x, FeatureSet(['elongation'], (cfg['spacing'],) * 3, cfg['window']))
+        fit = np.r_[tr, va]
+        r['logistic on measured elongation'] = roc_auc(y[te], LogisticRegression().fit(v.iloc[fit], y[fit]).decision_function(v.iloc[te]))
+        r['corr measured vs factor'] = float(np.corrcoef(v.elongation, fac.elongation)[0, 1])
+        rows.append(r); _save(f, rows); print(r, flush=True)
+
+if __name__ == '__main__':
+    torch.set_num_threads(1)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0]); sub = ap.add_subparsers(required=True)
+    r = sub.add_parser('recipes'); r.set_defaults(fn=recipes)
+    r.add_argument('work'); r.add_argument('out'); r.add_argument('--seeds', default='0-4'); r.add_argument('--variants', default=','.join(VARIANTS))
+    e = sub.add_parser('elongation'); e.set_defaults(fn=elongation)
+    e.add_argument('work'); e.add_argument('out'); e.add_argument('--seeds', default='0-4')
+    n = sub.add_parser('networks'); n.set_defaults(fn=networks)
+    n.add_argument('work'); n.add_argument('out'); n.add_argument('--seeds', default='0-4')
+    a = ap.parse_args(); a.fn(a)
