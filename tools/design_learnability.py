@@ -1,8 +1,9 @@
-"""Design-seed checks of what the study's plain models can learn (11_validation, "What limits the plain models").
+"""Design-seed checks of what the study's plain models can learn (11_validation, "Can this network learn elongation at all?" and "Training recipes").
 
     python tools/design_learnability.py recipes WORK OUT [--seeds 0-4] [--variants base,n800f,...]
     python tools/design_learnability.py elongation WORK OUT [--seeds 0-4]
     python tools/design_learnability.py networks WORK OUT [--seeds 0-4]
+    python tools/design_learnability.py effects WORK OUT [--seeds 0-4] [--variants base,depth4]
 
 WORK is the study's working folder (`fgflow study --work`; each seed's cohort.pt is reused, or rendered when absent;
 cohorts of other sizes are kept in OUT/cohorts). `recipes` trains the plain model of each rule under each recipe
@@ -11,7 +12,10 @@ variant (the study config changed as in `VARIANTS`) and writes OUT/recipes.csv (
 volume+elongation rule's weight), and the plain network (with and without rotation/flip augmentation) is compared with
 a logistic regression on the measured elongation of the crop; it writes OUT/elongation.csv. `networks` trains variants of
 the network on the same elongation-only label (`NETWORKS`: no normalization, an extra stride-1 convolution per stage,
-mean and max pooling, three coordinate channels, 100 epochs, 2 mm voxels) and writes OUT/networks.csv. Finished rows are kept
+mean and max pooling, three coordinate channels, 100 epochs, 2 mm voxels) and writes OUT/networks.csv. `effects` takes
+the plain models `recipes` trained and measures their counterfactual effects (`intervention_logits`, `factor_effects`:
+logit change per +1 SD of each factor over the test cases, 95% bootstrap CI) into OUT/effects.csv; a variant has no null
+models of its own, so no *used* threshold is set. Finished rows are kept
 when rerun. Design seeds only (0-4): refused otherwise.
 """
 import argparse, json
@@ -109,6 +113,25 @@ def networks(a):
             rows.append(dict(network=name, seed=seed, test_auc=auc, bayes_auc=roc_auc(y[te], p[te]), best_epoch=int(res.best_epoch)))
             _save(f, rows); print(rows[-1], flush=True)
 
+def effects(a):
+    from fgflow.train import load_checkpoint
+    from fgflow.validation import factor_effects, intervention_logits
+    out, work = Path(a.out), Path(a.work)
+    f = out/'effects.csv'; rows = _rows(f); done = {(r['variant'], r['seed']) for r in rows}
+    for seed in parse_seeds(a.seeds):
+        for v in a.variants.split(','):
+            if (v, seed) in done: continue
+            cfg = dict(STUDY_CONFIG, **VARIANTS[v])
+            _, _, _, (_, _, te) = _data(work, out, seed, cfg)
+            models = {}
+            for rule in RULES:
+                m = study_model(cfg); m.load_state_dict(load_checkpoint(out/'runs'/v/str(seed)/rule/'best.pt')['model']); models[rule] = m.eval()
+            lg, moved = intervention_logits(models, seed, te, cfg, cfg['delta_sd'])
+            for rule in RULES:
+                e = factor_effects(lg[rule], moved, cfg['n_boot'], seed)
+                rows += [dict(variant=v, seed=seed, rule=rule, **r) for r in e.to_dict('records')]
+            _save(f, rows); print(v, seed, flush=True)
+
 def elongation(a):
     from sklearn.linear_model import LogisticRegression
     out, work, cfg = Path(a.out), Path(a.work), STUDY_CONFIG; out.mkdir(parents=True, exist_ok=True)
@@ -137,6 +160,8 @@ if __name__ == '__main__':
     r.add_argument('work'); r.add_argument('out'); r.add_argument('--seeds', default='0-4'); r.add_argument('--variants', default=','.join(VARIANTS))
     e = sub.add_parser('elongation'); e.set_defaults(fn=elongation)
     e.add_argument('work'); e.add_argument('out'); e.add_argument('--seeds', default='0-4')
+    c = sub.add_parser('effects'); c.set_defaults(fn=effects)
+    c.add_argument('work'); c.add_argument('out'); c.add_argument('--seeds', default='0-4'); c.add_argument('--variants', default='base,depth4')
     n = sub.add_parser('networks'); n.set_defaults(fn=networks)
     n.add_argument('work'); n.add_argument('out'); n.add_argument('--seeds', default='0-4')
     a = ap.parse_args(); a.fn(a)

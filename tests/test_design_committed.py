@@ -1,0 +1,66 @@
+"The design-seed checks in nbs/validation/design/ are whole, design seeds only, and say what 11_validation says of them (reads files only)."
+import json
+from pathlib import Path
+
+import numpy as np, pandas as pd
+import pytest
+
+from fgflow.validation import DESIGN_SEEDS, _read_csv, summarize_study
+
+ROOT = Path(__file__).resolve().parents[1]
+DESIGN = ROOT/'nbs'/'validation'/'design'
+RULES = {'volume+elongation', 'intensity', 'position'}
+
+def _nb_text() -> str:
+    nb = json.loads((ROOT/'nbs'/'11_validation.ipynb').read_text())
+    return ' '.join(' '.join(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'markdown').split())
+
+def test_recipes_whole_and_quoted():
+    r = _read_csv(DESIGN/'recipes.csv')
+    assert set(r.seed) == set(DESIGN_SEEDS)
+    for v, g in r.groupby('variant'):
+        assert len(g) == len(DESIGN_SEEDS) * len(RULES) and set(g.rule) == RULES, v
+    assert (r.n_test == 100).all()
+    auc = r.pivot_table(index='variant', columns='rule', values='test_auc', aggfunc='mean')
+    gap = r.assign(gap=r.bayes_auc - r.test_auc).pivot_table(index='variant', columns='rule', values='gap', aggfunc='mean')
+    text = _nb_text()
+    assert f"position models reach {auc.loc['depth4', 'position']:.2f} (gap {gap.loc['depth4', 'position']:.3f})" in text
+    assert f"raise it from {auc.loc['base', 'intensity']:.2f} to {auc.loc['train600', 'intensity']:.2f} (gap {gap.loc['train600', 'intensity']:.3f})" in text
+    v = auc['volume+elongation']
+    assert f"({v.min():.3f}–{v.max():.3f} under every recipe)" in text
+
+def test_elongation_is_not_learned():
+    el, nw = _read_csv(DESIGN/'elongation.csv'), _read_csv(DESIGN/'networks.csv')
+    assert set(el.seed) == set(DESIGN_SEEDS) and (el.n_test == 100).all()
+    assert (el['logistic on measured elongation'] >= 0.85).all()            # the information is in the crop
+    assert (el['network'] <= 0.65).all()
+    means = nw.groupby('network').test_auc.mean()
+    assert len(means) == 7 and (nw.groupby('network').seed.nunique() == len(DESIGN_SEEDS)).all()
+    assert means.max() < 0.6, means                                       # "no variant learns elongation"
+    text = _nb_text()
+    assert f"stays at chance ({el.network.min():.2f}–{el.network.max():.2f}, mean {el.network.mean():.2f})" in text
+
+def test_depth4_uses_pos_x():
+    e = _read_csv(DESIGN/'effects.csv')
+    p = e[(e.rule == 'position') & (e.factor == 'pos_x')].assign(away=lambda t: (t.ci_low > 0) | (t.ci_high < 0))
+    assert p[p.variant == 'depth4'].away.sum() == len(DESIGN_SEEDS) and p[p.variant == 'base'].away.sum() == 0
+    text = _nb_text()
+    assert f"+{p[p.variant == 'depth4'].effect.mean():.2f} logits per SD" in text
+
+def test_null_statistics_tool_reproduces_the_study():
+    "The tool's `unique` at the study's settings gives the committed study's design-seed scores of fgf_null."
+    t = _read_csv(DESIGN/'null_statistics.csv').set_index(['statistic', 'null_epoch', 'K'])
+    st = ROOT/'nbs'/'validation'
+    md, ef, vd = (_read_csv(st/f) for f in ('models.csv', 'effects.csv', 'verdicts.csv'))
+    m = summarize_study(md, ef, vd, 'design')['methods'].set_index('method').loc['fgf_null']
+    row = t.loc[('unique', 'best', 39)]
+    for k in ('false_positive_rate', 'power', 'null_rule_seeds_with_any', 'n_irrelevant', 'n_true'):
+        assert row[k] == pytest.approx(m[k]), k
+
+def test_readme_quotes_the_elongation_check():
+    el, nw = _read_csv(DESIGN/'elongation.csv'), _read_csv(DESIGN/'networks.csv')
+    m = nw.groupby('network').test_auc.mean(); v = m.drop('as the study')
+    lg = el['logistic on measured elongation']
+    text = ' '.join((ROOT/'README.md').read_text().split())
+    assert (f"mean test AUC {m['as the study']:.2f} for the network and {v.min():.2f}–{v.max():.2f} for six variants of it, "
+            f"{lg.min():.2f}–{lg.max():.2f} for a logistic regression") in text
