@@ -1,6 +1,7 @@
 """Design-seed comparison of statistics for the null-model test (08_stats / 11_validation, "Statistics tried for fgf_null").
 
     python tools/design_null_statistic.py WORK STUDY OUT [--seeds 0-4] [--k 39,99]
+    python tools/design_null_statistic.py WORK STUDY OUT --seeds 5-14 --report
 
 WORK is the study's working folder (its cohorts, plain models and null models are reused, nothing is trained), STUDY the
 committed study (`nbs/validation`: its effects say which factors each plain model uses). For every design seed, the plain
@@ -16,7 +17,8 @@ false-positive rate, power, true factor on top, null-rule seeds with any positiv
 (one row per statistic, null epoch and K) and OUT/per_seed/SEED_EPOCH_K.npz (the per-model values, reused when rerun).
 With a K above the study's 39 (`--k`), the null models beyond the study's are trained by the study's own procedure and
 seed stream (`train_null_models`, index by index) into OUT/null/seed_SEED, beside links to the study's 39.
-Design seeds only (0-4): refused otherwise.
+Design seeds only (0-4), except `--report`: the configuration chosen on them (`CHOSEN`) scored once on held-out seeds,
+into OUT/null_statistics_heldout.csv.
 """
 import argparse
 from pathlib import Path
@@ -86,15 +88,22 @@ def _score(g:pd.DataFrame) -> dict:
     return dict(false_positive_rate=irr.significant.mean(), n_irrelevant=len(irr), power=true.significant.mean(), n_true=len(true),
                 true_factor_on_top=np.mean(top), n_cases=len(top), null_rule_seeds_with_any=int(g[g.rule == 'null'].groupby('seed').significant.any().sum()))
 
+CHOSEN = ('slope', 'last', 99)   # the design seeds' choice (null_statistics.csv): the one configuration `--report` runs
+
 def main(a):
     work, out = Path(a.work), Path(a.out)
     _, eff, _, _ = read_study(a.study)
     seeds = parse_seeds(a.seeds)
-    if any(s not in DESIGN_SEEDS for s in seeds): raise SystemExit(f"design seeds only ({list(DESIGN_SEEDS)})")
+    if a.report:   # held-out seeds, once: only the configuration chosen on the design seeds
+        if any(s in DESIGN_SEEDS for s in seeds): raise SystemExit(f"--report is for held-out seeds (not {list(DESIGN_SEEDS)})")
+        configs, stats, name = [(CHOSEN[2], CHOSEN[1])], (CHOSEN[0],), 'null_statistics_heldout.csv'
+    else:
+        if any(s not in DESIGN_SEEDS for s in seeds): raise SystemExit(f"design seeds only ({list(DESIGN_SEEDS)})")
+        configs, stats, name = [(int(k), e) for k in a.k.split(',') for e in ('best', 'last')], ('unique', 'slope', 'slope/sd', 'partial', 'partial/sd'), 'null_statistics.csv'
     rows = []
-    for k, epoch in [(int(k), e) for k in a.k.split(',') for e in ('best', 'last')]:
+    for k, epoch in configs:
         per = {s: measure(work/f'seed_{s}', s, epoch, out/'per_seed'/f'{s}_{epoch}_{k}.npz', _null_paths(work/f'seed_{s}', s, k, out)) for s in seeds}
-        for stat in ('unique', 'slope', 'slope/sd', 'partial', 'partial/sd'):
+        for stat in stats:
             tabs = []
             for s, d in per.items():
                 v = d[stat.split('/')[0]] / (d['logit_sd'][:, None] if stat.endswith('/sd') else 1)
@@ -105,12 +114,13 @@ def main(a):
                     e = eff[(eff.seed == s) & (eff.rule == r) & (eff.model == 'plain')].set_index('factor').used
                     t['factor'] = t.name.map(FEATURE_FACTOR)
                     tabs.append(t.assign(seed=s, rule=r, rule_uses=t.factor.isin(rule_factors(r)), used=t.factor.map(lambda f: bool(e.get(f, False)))))
-            rows.append(dict(statistic=stat, null_epoch=epoch, K=k, **_score(pd.concat(tabs))))
+            rows.append(dict(statistic=stat, null_epoch=epoch, K=k, seeds=a.seeds, **_score(pd.concat(tabs))))
             print(rows[-1], flush=True)
-    with atomic_write(out/'null_statistics.csv') as tmp: pd.DataFrame(rows).to_csv(tmp, index=False)
+    with atomic_write(out/name) as tmp: pd.DataFrame(rows).to_csv(tmp, index=False)
 
 if __name__ == '__main__':
     torch.set_num_threads(1)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('work'); ap.add_argument('study'); ap.add_argument('out'); ap.add_argument('--seeds', default='0-4'); ap.add_argument('--k', default='39')
+    ap.add_argument('--report', action='store_true', help='held-out seeds: score only the design seeds\' choice (CHOSEN), once')
     main(ap.parse_args())
