@@ -142,7 +142,7 @@ class LinearFeatures:
         return x.flatten(1) @ self.W.flatten(1).T.to(x.dtype)
 
 # %% ../nbs/08_stats.ipynb #10470f98
-STATISTICS = ('unique', 'M', 'log_ratio')
+STATISTICS = ('unique', 'M', 'log_ratio', 'slope')
 _ALL, _BUT = '__all__', '__all_but__'
 
 def _sets_dict(sets, names:Sequence[str]) -> dict[str, list[str]]:
@@ -213,14 +213,14 @@ def point_statistics(models:Sequence[nn.Module], # models to measure on the same
                      progress:bool=False,
                      dependent:Sequence[str]|None=None, # the dependent block (default: dependent_features on the first batch)
                     ) -> list[pd.DataFrame]:
-    "Per model: unique share and alignment of each feature and set at the data points (columns kind, unique, M, n_undefined)."
+    "Per model: unique share, alignment and slope of each feature and set at the data points (columns kind, unique, M, slope, n_undefined)."
     from fgflow.flow import input_gradients
     names = list(features.names); sets = _sets_dict(sets, names)
     rows = [[k] for k in range(len(names))] + [[names.index(m) for m in mem] for mem in sets.values()]
     ds = data.dataset if isinstance(data, torch.utils.data.DataLoader) else data
     N = len(ds)
     if N == 0: raise StatsError("no data points to measure")
-    U = [[] for _ in models]; M = [[] for _ in models]
+    U = [[] for _ in models]; M = [[] for _ in models]; R = [[] for _ in models]; vals = []
     was = [m.training for m in models]
     for m in models: m.eval()
     try:
@@ -229,20 +229,26 @@ def point_statistics(models:Sequence[nn.Module], # models to measure on the same
             x = _batch(ds, b0, idx.stop)
             if dependent is None: dependent = dependent_features(features, x)
             if b0 == 0: rests = [[k for k, n in enumerate(names) if n not in _removed(names, [names[i] for i in r], dependent)] for r in rows]
-            Q, Gq = _qr_rows(features.gradients(x).flatten(2))                                   # (B, d, K), rows' coordinates (B, K, K)
+            G = features.gradients(x).flatten(2).double()
+            Q, Gq = _qr_rows(G)                                                                  # (B, d, K), rows' coordinates (B, K, K)
+            gn2 = (G * G).sum(-1)                                                                # (B, K) ‖∇f_j‖²
+            if hasattr(features, 'values'): vals.append(features.values(x.double()).double())
             for i, m in enumerate(models):
                 gf = input_gradients(m, x).flatten(1).double()
                 u, a = _row_stats((Q.transpose(1, 2) @ gf[..., None])[..., 0], Gq, (gf * gf).sum(1), rows, rests)
                 U[i].append(u); M[i].append(a)
+                R[i].append(torch.where(gn2 > 0, (G @ gf[..., None])[..., 0] / gn2.clamp_min(1e-300), torch.full_like(gn2, float('nan'))))
     finally:
         for m, w in zip(models, was): m.train(w)
     out = []
-    for u, a in zip(U, M):
-        u, a = torch.cat(u).numpy(), torch.cat(a).numpy()
+    sd = torch.cat(vals).std(0).numpy() if vals and N > 1 else np.full(len(names), np.nan)   # each feature's SD over the points
+    for u, a, r in zip(U, M, R):
+        u, a, r = torch.cat(u).numpy(), torch.cat(a).numpy(), torch.cat(r).numpy()
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', RuntimeWarning)
+            slope = np.abs(np.nanmean(r, 0)) * sd                       # |mean ⟨∇h, ∇f_j⟩ / ‖∇f_j‖²| · SD(f_j); sets: none
             out.append(pd.DataFrame(dict(kind=['feature'] * len(names) + ['set'] * len(sets), unique=np.nanmean(u, 0),
-                                         M=np.nanmean(a, 0), n_undefined=(~np.isfinite(u)).sum(0),
+                                         M=np.nanmean(a, 0), slope=np.r_[slope, np.full(len(sets), np.nan)], n_undefined=(~np.isfinite(u)).sum(0),
                                          block=['+'.join(_removed(names, [names[i] for i in r], dependent)) if len(_removed(names, [names[i] for i in r], dependent)) > len(r) else ''
                                                 for r in rows]), index=pd.Index(names + list(sets), name='name')))
         out[-1].attrs['dependent'] = list(dependent)
@@ -259,18 +265,20 @@ def _as_model(m, like:nn.Module) -> nn.Module:
 DEFAULT_MEASURE = dict(max_steps=0)  # fgf_measure at the data points (the noise ratio; the statistic with 'log_ratio')
 
 def _from_points(p:pd.DataFrame, statistic:str) -> pd.DataFrame:
-    return pd.DataFrame(dict(kind=p.kind, statistic=p.unique if statistic == 'unique' else p.M, M=p.M, n_undefined=p.n_undefined, block=p.block))
+    return pd.DataFrame(dict(kind=p.kind, statistic={'unique': p.unique, 'slope': p.slope}.get(statistic, p.M), M=p.M, n_undefined=p.n_undefined, block=p.block))
 
 def feature_statistic(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits
                       data, # what fgf_measure takes: Tensor, Dataset or DataLoader
                       features, # FeatureSet or any object with .names and .gradients(x)
                       sets=None, # dict set name -> feature names, or a list of name lists
-                      statistic:str='unique', # 'unique' (share of the full span only j explains), 'M' or 'log_ratio'
+                      statistic:str='unique', # 'unique' (share of the full span only j explains), 'M', 'log_ratio' or 'slope' (logit change per SD of j)
                       measure_kw:dict|None=None, # None: at the data points; else fgf_measure settings (flow lines, noise)
                      ) -> pd.DataFrame:
     "One model's statistic per feature and set: columns kind, statistic, M, n_undefined (index: name)."
     if statistic not in STATISTICS: raise StatsError(f"statistic must be one of {STATISTICS}, found {statistic!r}")
     names = list(features.names); sets = _sets_dict(sets, names)
+    if statistic == 'slope' and measure_kw is not None: raise StatsError("'slope' is measured at the data points: leave measure_kw None")
+    if statistic == 'slope' and not hasattr(features, 'values'): raise StatsError("'slope' needs the features' values (their SD): features have no .values(x)")
     if measure_kw is None and statistic != 'log_ratio': return _from_points(point_statistics([model], data, features, sets)[0], statistic)
     kw = dict(DEFAULT_MEASURE, progress=False, n_boot=0, **(measure_kw or {}))
     if statistic != 'log_ratio': kw.update(n_noise=1, noise='global')     # the noise plays no part in these
@@ -362,7 +370,7 @@ def null_test(model:nn.Module, # the model to explain
               data, # the test data (what fgf_measure takes)
               features, # FeatureSet or any object with .names and .gradients(x)
               sets=None, # dict set name -> feature names, or a list of name lists
-              *, statistic:str='unique', # 'unique', 'M' or 'log_ratio'
+              *, statistic:str='unique', # 'unique', 'M', 'log_ratio' or 'slope' (with null models at their last epoch)
               alpha:float=0.05, # family-wise level (max-T over every feature and set)
               measure_kw:dict|None=None, # fgf_measure settings of the statistic (default: at the data points)
               noise_kw:dict|None=None, # fgf_measure settings of the descriptive noise ratio (n_noise, noise, ...); False: none
@@ -400,9 +408,12 @@ def train_kwargs_of(checkpoint:str|Path) -> tuple[dict, int]:
     if cfg.get('lam'): kw.update(lam=cfg['lam'], features=cfg.get('features'))
     return kw, int(cfg.get('seed', 0))
 
-def done_null_models(null_dir:str|Path) -> list[Path]:
+def done_null_models(null_dir:str|Path, # folder of train_null_models
+                     epoch:str='best', # 'best' (the epoch `train` keeps, as the tested model) or 'last' (trained to the end)
+                    ) -> list[Path]:
     "Checkpoints of the finished null models in `null_dir`, in index order."
-    return sorted(p.parent/'best.pt' for p in Path(null_dir).glob('null_*/done.json'))
+    if epoch not in ('best', 'last'): raise StatsError(f"epoch must be 'best' or 'last', found {epoch!r}")
+    return sorted(p.parent/f'{epoch}.pt' for p in Path(null_dir).glob('null_*/done.json'))
 
 # %% ../nbs/08_stats.ipynb #ee2fc79b
 def checkpoint_null_test(model:nn.Module, # the checkpoint's model, loaded
