@@ -446,9 +446,9 @@ def _null_columns(a, ck:Path, model, arch:dict, data, fs, sets, t:pd.DataFrame, 
         tr, va = open_cache(a.cache, ids=sp['train']), open_cache(a.cache, ids=sp['valid'])
     r = checkpoint_null_test(model, ck, data, fs, sets, k=a.null or None, null_dir=Path(a.null_dir) if a.null_dir else out/'null',
                              train_data=tr, valid_data=va, model_fn=functools.partial(build_model, **arch),
-                             workers=a.null_workers, progress=not a.quiet)
+                             workers=a.null_workers, progress=not a.quiet, statistic=a.null_statistic)
     cols = ['statistic', 'null_mean', 'null_sd', 'p', 'p_adj', 'significant']
-    r = r.set_index('name')[cols].rename(columns={'statistic': 'unique_share'})
+    r = r.set_index('name')[cols].rename(columns={'statistic': 'unique_share' if a.null_statistic == 'unique' else 'slope'})
     return t.join(r, on='name') if 'name' in t.columns else t.join(r)
 
 # %% ../nbs/07_cli.ipynb #575091f8
@@ -483,7 +483,7 @@ def cmd_measure(a) -> int:
         t = _null_columns(a, ck, model, arch, data, fs, sets, t, out)
     t.to_csv(out/'measure.csv')
     (out/'measure.json').write_text(json.dumps(_clean({'checkpoint': str(ck), 'cache': str(a.cache), 'split': a.split, 'ids': data.ids,
-        'n_noise': a.n_noise, 'noise': a.noise, 'step': a.step, 'max_steps': a.max_steps, 'seed': a.seed, 'sets': sets, 'null': a.null, 'null_dir': a.null_dir, 'mask_band': a.mask_band,
+        'n_noise': a.n_noise, 'noise': a.noise, 'step': a.step, 'max_steps': a.max_steps, 'seed': a.seed, 'sets': sets, 'null': a.null, 'null_dir': a.null_dir, 'null_statistic': a.null_statistic, 'mask_band': a.mask_band,
         'table': t.reset_index().to_dict('records')}), indent=1))
     from fgflow.viz import plot_fgf
     _savefig(plot_fgf(res, model=ck.parent.name + '/' + ck.name), out/'fgf.png')
@@ -602,6 +602,9 @@ def parser() -> argparse.ArgumentParser:
                    "adds statistic (unique share), null_mean, null_sd, p, p_adj (max-T) and significant to the table")
     m.add_argument('--null-dir', default=None, metavar='DIR', help='folder of the null models (default OUT/null); without --null: test against the finished ones there')
     m.add_argument('--null-workers', type=int, default=1, help='processes training the null models in parallel (1 torch thread each)')
+    m.add_argument('--null-statistic', choices=('unique', 'slope'), default='unique', help="the null test's statistic: 'unique' (unique share of "
+                   "the feature span, null models at their kept epoch) or 'slope' (logit change per SD of the feature, null models at their last "
+                   "epoch; more power on the validation study's design seeds, see 11_validation); its column is named after it")
     m.add_argument('--mask-band', type=int, default=1, metavar='N', help="keep the features' mask-channel gradients within N voxels "
                    "of the mask's boundary, where a binary mask can change, in the measure and the null test (0: everywhere; default 1, "
                    "chosen on the study's design seeds; lam=auto trains with the same band)")

@@ -424,8 +424,10 @@ def checkpoint_null_test(model:nn.Module, # the checkpoint's model, loaded
                          train_data=None, valid_data=None, # the checkpoint's training and validation cases (needed when k)
                          model_fn:Callable|None=None, # builds a fresh model of the checkpoint's architecture (needed when k)
                          workers:int=1, alpha:float=0.05, progress:bool=True,
+                         statistic:str='unique', # 'unique' (null models at the kept epoch) or 'slope' (null models at their last epoch)
                         ) -> pd.DataFrame:
     "null_test of a trained checkpoint against null models that repeat its training on permuted labels."
+    if statistic not in ('unique', 'slope'): raise StatsError(f"statistic must be 'unique' or 'slope', found {statistic!r}")
     if k:
         if train_data is None or valid_data is None or model_fn is None:
             raise StatsError(f"training {k} null models of {checkpoint} needs its training and validation cases and a model_fn")
@@ -435,4 +437,5 @@ def checkpoint_null_test(model:nn.Module, # the checkpoint's model, loaded
     else:
         paths = done_null_models(null_dir)
         if not paths: raise StatsError(f"{null_dir}: no finished null models (null_NNN/done.json); train them with --null K")
-    return null_test(model, paths, data, features, sets, alpha=alpha, noise_kw=False, progress=progress)
+    if statistic == 'slope': paths = [p.parent/'last.pt' for p in paths]   # in logit units: null models trained as long as the procedure allows
+    return null_test(model, paths, data, features, sets, statistic=statistic, alpha=alpha, noise_kw=False, progress=progress)

@@ -213,3 +213,8 @@ def test_measure_null_writes_p_values_and_reuses_null_models(tmp_path, capsys):
     assert not np.allclose(t4.unique_share, t.unique_share) and not np.allclose(t4.M, t.M)   # the band applies to the measure too
     assert cli.main(args + ['--out', str(tmp_path/'m5'), '--null-dir', str(tmp_path/'m1'/'null'), '--mask-band', '-1']) == 2
     assert 'mask_band must be' in capsys.readouterr().err
+    assert cli.main(args + ['--out', str(tmp_path/'m6'), '--null-dir', str(tmp_path/'m1'/'null'), '--null-statistic', 'slope']) == 0
+    t6 = pd.read_csv(tmp_path/'m6'/'measure.csv').set_index('name')
+    assert 'slope' in t6 and 'unique_share' not in t6 and (t6.loc[['volume', 'mean'], 'slope'] > 0).all()
+    assert set(np.round(t6.loc[['volume', 'mean'], 'p'] * 3).astype(int)) <= {1, 2, 3}
+    assert json.loads((tmp_path/'m6'/'measure.json').read_text())['null_statistic'] == 'slope'
