@@ -604,7 +604,8 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument('--null-workers', type=int, default=1, help='processes training the null models in parallel (1 torch thread each)')
     m.add_argument('--null-statistic', choices=('unique', 'slope'), default='unique', help="the null test's statistic: 'unique' (unique share of "
                    "the feature span, null models at their kept epoch) or 'slope' (logit change per SD of the feature, null models at their last "
-                   "epoch; more power on the validation study's design seeds, see 11_validation); its column is named after it")
+                   "epoch; it ranks used features first more often but, on held-out validation seeds, called 9%% of unused features significant: "
+                   "see 11_validation); its column is named after it")
     m.add_argument('--mask-band', type=int, default=1, metavar='N', help="keep the features' mask-channel gradients within N voxels "
                    "of the mask's boundary, where a binary mask can change, in the measure and the null test (0: everywhere; default 1, "
                    "chosen on the study's design seeds; lam=auto trains with the same band)")

@@ -64,3 +64,14 @@ def test_readme_quotes_the_elongation_check():
     text = ' '.join((ROOT/'README.md').read_text().split())
     assert (f"mean test AUC {m['as the study']:.2f} for the network and {v.min():.2f}–{v.max():.2f} for six variants of it, "
             f"{lg.min():.2f}–{lg.max():.2f} for a logistic regression") in text
+
+def test_heldout_report_of_the_null_statistic_is_quoted():
+    "The design seeds' choice, scored once on held-out seeds, is said as it came out beside the default on the same seeds."
+    h = _read_csv(DESIGN/'null_statistics_heldout.csv').iloc[0]
+    assert (h.statistic, h.null_epoch, int(h.K)) == ('slope', 'last', 99)
+    seeds = [int(s) for s in str(h.seeds).split('-')]
+    assert not set(range(seeds[0], seeds[-1] + 1)) & set(DESIGN_SEEDS)
+    text = _nb_text()
+    assert (f"called {100 * h.false_positive_rate:.1f}% of the irrelevant features significant "
+            f"({round(h.false_positive_rate * h.n_irrelevant)} of {int(h.n_irrelevant)}; the level is 5%) and found "
+            f"{100 * h.power:.1f}% of the used ones ({round(h.power * h.n_true)} of {int(h.n_true)})") in text
