@@ -212,6 +212,7 @@ def point_statistics(models:Sequence[nn.Module], # models to measure on the same
                      batch_size:int=8, # points per batch
                      progress:bool=False,
                      dependent:Sequence[str]|None=None, # the dependent block (default: dependent_features on the first batch)
+                     slope:bool=False, # also the slope of each feature (needs features.values; NaN otherwise and for sets)
                     ) -> list[pd.DataFrame]:
     "Per model: unique share, alignment and slope of each feature and set at the data points (columns kind, unique, M, slope, n_undefined)."
     from fgflow.flow import input_gradients
@@ -220,6 +221,7 @@ def point_statistics(models:Sequence[nn.Module], # models to measure on the same
     ds = data.dataset if isinstance(data, torch.utils.data.DataLoader) else data
     N = len(ds)
     if N == 0: raise StatsError("no data points to measure")
+    if slope and not hasattr(features, 'values'): raise StatsError("'slope' needs the features' values (their SD): features have no .values(x)")
     U = [[] for _ in models]; M = [[] for _ in models]; R = [[] for _ in models]; vals = []
     was = [m.training for m in models]
     for m in models: m.eval()
@@ -231,24 +233,24 @@ def point_statistics(models:Sequence[nn.Module], # models to measure on the same
             if b0 == 0: rests = [[k for k, n in enumerate(names) if n not in _removed(names, [names[i] for i in r], dependent)] for r in rows]
             G = features.gradients(x).flatten(2).double()
             Q, Gq = _qr_rows(G)                                                                  # (B, d, K), rows' coordinates (B, K, K)
-            gn2 = (G * G).sum(-1)                                                                # (B, K) ‖∇f_j‖²
-            if hasattr(features, 'values'): vals.append(features.values(x.double()).double())
+            if slope: gn2 = (G * G).sum(-1); vals.append(features.values(x.double()).double())  # (B, K) ‖∇f_j‖², values
+
             for i, m in enumerate(models):
                 gf = input_gradients(m, x).flatten(1).double()
                 u, a = _row_stats((Q.transpose(1, 2) @ gf[..., None])[..., 0], Gq, (gf * gf).sum(1), rows, rests)
                 U[i].append(u); M[i].append(a)
-                R[i].append(torch.where(gn2 > 0, (G @ gf[..., None])[..., 0] / gn2.clamp_min(1e-300), torch.full_like(gn2, float('nan'))))
+                if slope: R[i].append(torch.where(gn2 > 0, (G @ gf[..., None])[..., 0] / gn2.clamp_min(1e-300), torch.full_like(gn2, float('nan'))))
     finally:
         for m, w in zip(models, was): m.train(w)
     out = []
-    sd = torch.cat(vals).std(0).numpy() if vals and N > 1 else np.full(len(names), np.nan)   # each feature's SD over the points
+    sd = torch.cat(vals).std(0).numpy() if slope and N > 1 else np.full(len(names), np.nan)   # each feature's SD over the points
     for u, a, r in zip(U, M, R):
-        u, a, r = torch.cat(u).numpy(), torch.cat(a).numpy(), torch.cat(r).numpy()
+        u, a = torch.cat(u).numpy(), torch.cat(a).numpy()
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', RuntimeWarning)
-            slope = np.abs(np.nanmean(r, 0)) * sd                       # |mean ⟨∇h, ∇f_j⟩ / ‖∇f_j‖²| · SD(f_j); sets: none
+            sl = np.abs(np.nanmean(torch.cat(r).numpy(), 0)) * sd if slope else sd   # |mean ⟨∇h, ∇f_j⟩ / ‖∇f_j‖²| · SD(f_j); sets: none
             out.append(pd.DataFrame(dict(kind=['feature'] * len(names) + ['set'] * len(sets), unique=np.nanmean(u, 0),
-                                         M=np.nanmean(a, 0), slope=np.r_[slope, np.full(len(sets), np.nan)], n_undefined=(~np.isfinite(u)).sum(0),
+                                         M=np.nanmean(a, 0), slope=np.r_[sl, np.full(len(sets), np.nan)], n_undefined=(~np.isfinite(u)).sum(0),
                                          block=['+'.join(_removed(names, [names[i] for i in r], dependent)) if len(_removed(names, [names[i] for i in r], dependent)) > len(r) else ''
                                                 for r in rows]), index=pd.Index(names + list(sets), name='name')))
         out[-1].attrs['dependent'] = list(dependent)
@@ -278,8 +280,7 @@ def feature_statistic(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits
     if statistic not in STATISTICS: raise StatsError(f"statistic must be one of {STATISTICS}, found {statistic!r}")
     names = list(features.names); sets = _sets_dict(sets, names)
     if statistic == 'slope' and measure_kw is not None: raise StatsError("'slope' is measured at the data points: leave measure_kw None")
-    if statistic == 'slope' and not hasattr(features, 'values'): raise StatsError("'slope' needs the features' values (their SD): features have no .values(x)")
-    if measure_kw is None and statistic != 'log_ratio': return _from_points(point_statistics([model], data, features, sets)[0], statistic)
+    if measure_kw is None and statistic != 'log_ratio': return _from_points(point_statistics([model], data, features, sets, slope=statistic == 'slope')[0], statistic)
     kw = dict(DEFAULT_MEASURE, progress=False, n_boot=0, **(measure_kw or {}))
     if statistic != 'log_ratio': kw.update(n_noise=1, noise='global')     # the noise plays no part in these
     dep = dependent_features(features, _batch(data, 0, min(8, len(data)))) if statistic == 'unique' else []
@@ -348,7 +349,8 @@ def maxt_test(observed:pd.Series, # the model's statistic per feature/set (index
 def _statistics(models:Sequence, like:nn.Module, data, features, sets, statistic:str, measure_kw, progress:bool) -> list[pd.DataFrame]:
     "feature_statistic of every model (paths loaded into copies of `like`), in one pass over the data at the points."
     if measure_kw is None and statistic != 'log_ratio':
-        return [_from_points(p, statistic) for p in point_statistics([_as_model(m, like) for m in models], data, features, sets, progress=progress)]
+        return [_from_points(p, statistic) for p in point_statistics([_as_model(m, like) for m in models], data, features, sets, progress=progress,
+                                                                      slope=statistic == 'slope')]
     return [feature_statistic(_as_model(m, like), data, features, sets, statistic, measure_kw)
             for m in tqdm(models, desc='models', disable=not progress)]
 
@@ -428,14 +430,15 @@ def checkpoint_null_test(model:nn.Module, # the checkpoint's model, loaded
                         ) -> pd.DataFrame:
     "null_test of a trained checkpoint against null models that repeat its training on permuted labels."
     if statistic not in ('unique', 'slope'): raise StatsError(f"statistic must be 'unique' or 'slope', found {statistic!r}")
+    epoch = 'last' if statistic == 'slope' else 'best'   # in logit units: null models trained as long as the procedure allows
     if k:
         if train_data is None or valid_data is None or model_fn is None:
             raise StatsError(f"training {k} null models of {checkpoint} needs its training and validation cases and a model_fn")
         kw, seed = train_kwargs_of(checkpoint)
         paths = train_null_models((train_data, valid_data), k, null_dir, model_fn=model_fn, train_kwargs=kw, seed=seed,
                                   workers=workers, progress=progress)
+        paths = [p.with_name(f'{epoch}.pt') for p in paths]
     else:
-        paths = done_null_models(null_dir)
+        paths = done_null_models(null_dir, epoch)
         if not paths: raise StatsError(f"{null_dir}: no finished null models (null_NNN/done.json); train them with --null K")
-    if statistic == 'slope': paths = [p.parent/'last.pt' for p in paths]   # in logit units: null models trained as long as the procedure allows
     return null_test(model, paths, data, features, sets, statistic=statistic, alpha=alpha, noise_kw=False, progress=progress)

@@ -378,6 +378,13 @@ def set_measure(model:torch.nn.Module, x:torch.Tensor, # the model, the test inp
                     max_steps=cfg['max_steps'], batch_size=cfg['batch_size'], seed=seed, progress=False, n_boot=0).table
     return float(t.set_index('name').loc['S', 'M'])
 
+def _cohort_file(seed_dir:str|Path, cfg:dict) -> Path:
+    "The cohort cache of a seed's folder for `cfg`: `cohort.pt` for the study's own cohort, a file of its own for any other (so no check overwrites it)."
+    keys = ('n_cases', 'matrix', 'spacing', 'size', 'window')
+    tup = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v
+    same = all(tup(cfg[k]) == tup(STUDY_CONFIG[k]) for k in keys)
+    return Path(seed_dir)/('cohort.pt' if same else f"cohort_{cfg['n_cases']}_{cfg['spacing']}_{cfg['size']}.pt")
+
 def study_data(seed:int, cfg:dict, # cohort seed; settings
                cache:str|Path|None=None, # the cohort's file (`study_cohort`)
                rules:Sequence[str]=tuple(LABEL_RULES), # label rules (the split is stratified on these and 'null')

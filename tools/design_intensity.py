@@ -18,14 +18,12 @@ import numpy as np, pandas as pd, torch
 
 import fgflow.train as T
 from fgflow.features import FeatureSet, FEATURES
-from fgflow.validation import DESIGN_SEEDS, STUDY_CONFIG, parse_seeds, set_measure, study_data, train_study_model, truth, _feature_values
+from fgflow.validation import DESIGN_SEEDS, STUDY_CONFIG, parse_seeds, set_measure, study_data, train_study_model, truth, _cohort_file, _feature_values
 
 def _seed_data(work:Path, seed:int, cfg:dict=STUDY_CONFIG):
     "The seed's cohort as `cfg` draws it: the study's own cache when the cohort settings are the study's, else one beside it."
     if seed not in DESIGN_SEEDS: raise SystemExit(f"seed {seed} is not a design seed ({list(DESIGN_SEEDS)})")
-    same = all(cfg[k] == STUDY_CONFIG[k] for k in ('n_cases', 'matrix', 'spacing', 'size', 'window'))
-    cache = work/f'seed_{seed}'/('cohort.pt' if same else f'cohort_{cfg["n_cases"]}_{cfg["spacing"]}_{cfg["size"]}.pt')
-    x, _, labels, split = study_data(seed, cfg, cache)
+    x, _, labels, split = study_data(seed, cfg, _cohort_file(work/f'seed_{seed}', cfg))
     return x, labels, split
 
 def reg(a):

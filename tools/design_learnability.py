@@ -6,7 +6,7 @@
     python tools/design_learnability.py effects WORK OUT [--seeds 0-4] [--variants base,depth4]
 
 WORK is the study's working folder (`fgflow study --work`; each seed's cohort.pt is reused, or rendered when absent;
-cohorts of other sizes are kept in OUT/cohorts). `recipes` trains the plain model of each rule under each recipe
+cohorts of other settings are kept beside it under their own names). `recipes` trains the plain model of each rule under each recipe
 variant (the study config changed as in `VARIANTS`) and writes OUT/recipes.csv (test AUC beside the Bayes AUC).
 `elongation` asks whether elongation can be learned at all: the label is drawn from elongation alone (weight -2.5, the
 volume+elongation rule's weight), and the plain network (with and without rotation/flip augmentation) is compared with
@@ -29,7 +29,7 @@ from fgflow.features import FeatureSet
 from fgflow.io import atomic_write
 from fgflow.train import Augment, roc_auc, train
 from fgflow.validation import (DESIGN_SEEDS, STUDY_CONFIG, parse_seeds, study_data, study_labels, study_model, train_study_model,
-                               _dataset, _feature_values, _read_csv)
+                               _cohort_file, _dataset, _feature_values, _read_csv)
 
 SPLIT_100 = lambda n: (1 - 200 / n, 100 / n, 100 / n)   # 100 validation and 100 test cases, the rest for training
 VARIANTS = {'base': {}, 'epochs40': dict(epochs=40), 'width16': dict(width=16), 'depth2': dict(depth=2), 'depth4': dict(depth=4),
@@ -40,10 +40,7 @@ RULES = ('volume+elongation', 'intensity', 'position')
 
 def _data(work:Path, out:Path, seed:int, cfg:dict):
     if seed not in DESIGN_SEEDS: raise SystemExit(f"seed {seed} is not a design seed ({list(DESIGN_SEEDS)})")
-    keys = ('n_cases', 'matrix', 'spacing', 'size', 'window')
-    same = all(cfg[k] == STUDY_CONFIG[k] for k in keys)     # the study's own cohort; any other is kept apart (never overwrites it)
-    cache = work/f'seed_{seed}'/'cohort.pt' if same else out/'cohorts'/f'{seed}_{cfg["n_cases"]}_{cfg["spacing"]}_{cfg["size"]}.pt'
-    return study_data(seed, cfg, cache)
+    return study_data(seed, cfg, _cohort_file(work/f'seed_{seed}', cfg))   # any other cohort than the study's is kept apart
 
 def _rows(f:Path) -> list[dict]: return _read_csv(f).to_dict('records') if f.exists() else []
 

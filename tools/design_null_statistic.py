@@ -63,19 +63,19 @@ def measure(work:Path, seed:int, epoch:str, f:Path, nulls:list[Path]) -> dict:
     cfg = STUDY_CONFIG
     x, _, _, (_, _, te) = study_data(seed, cfg, work/'cohort.pt'); xt = x[te]
     fsb = FeatureSet(NAMES, (cfg['spacing'],) * 3, cfg['window'], cfg['mask_band'])   # the features of fgf_null
-    sd = FeatureSet(NAMES, (cfg['spacing'],) * 3, cfg['window']).values(xt.double()).std(0).numpy()
+    sd = fsb.values(xt.double()).std(0).numpy()
     models = _models(work, epoch, nulls); names = list(models)
-    uniq = np.stack([p.unique.to_numpy()[:len(NAMES)] for p in point_statistics(list(models.values()), xt, fsb)])
-    C, gram, L = [], [], []
+    ps = point_statistics(list(models.values()), xt, fsb, slope=True)           # unique and slope as fgflow.stats defines them
+    uniq, slope = (np.stack([p[c].to_numpy()[:len(NAMES)] for p in ps]) for c in ('unique', 'slope'))
+    C, gram, L = [], [], []                                                     # for partial (a second gradient pass) and the logit SD
     for b0 in range(0, len(xt), 10):
         xb = xt[b0:b0 + 10]; G = fsb.gradients(xb).flatten(2).double()
         gram.append(G @ G.transpose(1, 2))
         C.append(torch.stack([(G @ input_gradients(m, xb).flatten(1).double()[..., None])[..., 0] for m in models.values()]))
         with torch.no_grad(): L.append(torch.stack([m(xb).double() for m in models.values()]))
     C, gram, L = torch.cat(C, 1).numpy(), torch.cat(gram).numpy(), torch.cat(L, 1).numpy()   # (M, N, K), (N, K, K), (M, N)
-    slope = C / np.einsum('njj->nj', gram)[None] * sd
     partial = np.einsum('nij,mnj->mni', np.linalg.pinv(gram, rcond=1e-8, hermitian=True), C) * sd
-    d = dict(names=np.array(names), unique=uniq, slope=np.abs(slope.mean(1)), partial=np.abs(partial.mean(1)), logit_sd=L.std(1))
+    d = dict(names=np.array(names), unique=uniq, slope=slope, partial=np.abs(partial.mean(1)), logit_sd=L.std(1))
     f.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(f) as tmp:
         with open(tmp, 'wb') as fh: np.savez(fh, **d)
