@@ -75,3 +75,41 @@ def test_heldout_report_of_the_null_statistic_is_quoted():
     assert (f"called {100 * h.false_positive_rate:.1f}% of the irrelevant features significant "
             f"({round(h.false_positive_rate * h.n_irrelevant)} of {int(h.n_irrelevant)}; the level is 5%) and found "
             f"{100 * h.power:.1f}% of the used ones ({round(h.power * h.n_true)} of {int(h.n_true)})") in text
+
+def _frames():
+    f, e = _read_csv(DESIGN/'frames.csv'), _read_csv(DESIGN/'frames_effects.csv')
+    thr = e[e.rule == 'null'].groupby('frame').effect.apply(lambda v: np.quantile(v.abs(), 0.95))
+    e = e.assign(used=((e.ci_low > 0) | (e.ci_high < 0)) & (e.effect.abs() > e.frame.map(thr)))
+    return f, e
+
+def test_tumour_frame_makes_elongation_learnable():
+    "frames.csv is whole (6 crops x 5 rules x design seeds, 100 test cases) and says what 11_validation and the README say of it."
+    f, e = _frames()
+    rules = {'volume+elongation', 'intensity', 'position', 'null', 'elongation only'}
+    assert set(f.seed) == set(DESIGN_SEEDS) and (f.n_test == 100).all() and f.frame.nunique() == 6
+    for fr, g in f.groupby('frame'): assert len(g) == len(DESIGN_SEEDS) * len(rules) and set(g.rule) == rules, fr
+    assert len(e) == len(f) * 8 and set(e.factor) == {'size', 'elongation', 'flatness', 'mean_hu', 'hu_sd', 'pos_x', 'pos_y', 'pos_z'}
+    auc = f.pivot_table(index='frame', columns='rule', values='test_auc')
+    used = lambda r, fa: e[(e.rule == r) & (e.factor == fa)].groupby('frame').used.sum()
+    frames = [x for x in auc.index if x.startswith('tumour frame')]
+    el, ve = auc['elongation only'], used('volume+elongation', 'elongation')
+    assert el['study crop'] < 0.6 < 0.75 < el['tumour frame + masked coordinates']          # the finding itself
+    assert ve['study crop'] == 0 and (ve[frames] == len(DESIGN_SEEDS)).all()
+    gap = (f.bayes_auc - f.test_auc).groupby([f.frame, f.rule]).mean()
+    m = f[(f.frame == 'tumour frame + masked coordinates') & (f.rule == 'elongation only')].test_auc
+    text = _nb_text()
+    assert (f"goes from {el['study crop']:.2f} (study crop) to {el['tumour frame']:.2f} (tumour frame; "
+            f"{f[(f.frame == 'tumour frame') & (f.rule == 'elongation only')].test_auc.min():.2f} on seed 1) and "
+            f"{el['tumour frame + masked coordinates']:.2f} with masked coordinates ({m.min():.2f}–{m.max():.2f} on every seed)") in text
+    v, g = auc.loc[frames, 'volume+elongation'], gap[[(x, 'volume+elongation') for x in frames]]
+    assert (f"test AUC {v.min():.2f}–{v.max():.2f} against the Bayes {f[f.rule == 'volume+elongation'].bayes_auc.mean():.2f} "
+            f"(gap {g.min():.3f}–{g.max():.3f}; the study crop's {gap[('study crop', 'volume+elongation')]:.3f})") in text
+    c, mc = 'tumour frame + coordinates', 'tumour frame + masked coordinates'
+    assert f"(position {auc.loc[c, 'position']:.3f}, pos_x and pos_z used in 5 of 5)" in text
+    assert used('position', 'pos_x')[c] == used('position', 'pos_z')[c] == len(DESIGN_SEEDS)
+    assert f"cost intensity ({auc.loc[c, 'intensity']:.3f}) and the elongation-only label ({el[c]:.2f})" in text
+    assert (f"keep intensity ({auc.loc[mc, 'intensity']:.3f}) and elongation but carry position weakly ({auc.loc[mc, 'position']:.3f}; "
+            f"pos_x used in {used('position', 'pos_x')[mc]}, pos_z in {used('position', 'pos_z')[mc]} of 5)") in text
+    readme = ' '.join((ROOT/'README.md').read_text().split())
+    assert (f"reaches {el[mc]:.2f} on the elongation-only label and its volume+elongation models use elongation in 5 of 5 design seeds, "
+            f"at the cost of position ({auc.loc[mc, 'position']:.2f} against {auc.loc['study crop', 'position']:.2f})") in readme

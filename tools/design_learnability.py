@@ -4,6 +4,7 @@
     python tools/design_learnability.py elongation WORK OUT [--seeds 0-4]
     python tools/design_learnability.py networks WORK OUT [--seeds 0-4]
     python tools/design_learnability.py effects WORK OUT [--seeds 0-4] [--variants base,depth4]
+    python tools/design_learnability.py frames WORK OUT [--seeds 0-4] [--frames 'study crop,tumour frame,...'] [--effects]
 
 WORK is the study's working folder (`fgflow study --work`; each seed's cohort.pt is reused, or rendered when absent;
 cohorts of other settings are kept beside it under their own names). `recipes` trains the plain model of each rule under each recipe
@@ -15,7 +16,10 @@ the network on the same elongation-only label (`NETWORKS`: no normalization, an 
 mean and max pooling, three coordinate channels, 100 epochs, 2 mm voxels) and writes OUT/networks.csv. `effects` takes
 the plain models `recipes` trained and measures their counterfactual effects (`intervention_logits`, `factor_effects`:
 logit change per +1 SD of each factor over the test cases, 95% bootstrap CI) into OUT/effects.csv; a variant has no null
-models of its own, so no *used* threshold is set. Finished rows are kept
+models of its own, so no *used* threshold is set. `frames` resamples every crop before training (`FRAMES`: centred on
+the tumour, turned into its principal axes, with coordinate channels over the crop or masked to the tumour) and trains
+a plain model per rule and for the elongation-only label (OUT/frames.csv); with `--effects` it measures every model's
+counterfactual effects too (OUT/frames_effects.csv; a variant's null-rule models set its *used* threshold in 11_validation). Finished rows are kept
 when rerun. Design seeds only (0-4): refused otherwise.
 """
 import argparse, json
@@ -110,6 +114,73 @@ def networks(a):
             rows.append(dict(network=name, seed=seed, test_auc=auc, bayes_auc=roc_auc(y[te], p[te]), best_epoch=int(res.best_epoch)))
             _save(f, rows); print(rows[-1], flush=True)
 
+FRAMES = {  # name -> (rotate to the tumour's principal axes, coordinate channels: None, 'masked', 'full')
+    'study crop': None, 'tumour-centred': (False, None), 'tumour frame': (True, None),
+    'tumour frame + masked coordinates': (True, 'masked'), 'tumour frame + coordinates': (True, 'full'),
+    'tumour frame + masked coordinates (depth 4)': (True, 'masked')}
+FRAME_CFG = {'tumour frame + masked coordinates (depth 4)': dict(depth=4)}   # settings other than the study's
+FRAME_RULES = (*RULES, 'null', 'elongation only')
+
+def tumour_frame(x:torch.Tensor, rotate:bool=True, coords:str|None=None) -> torch.Tensor:
+    "Crops (N, 2, S, S, S) resampled on the tumour: centred on the mask's centroid, axes along its principal axes (largest first) when `rotate`; `coords` adds 3 channels holding each voxel's position in the study crop (the anatomical reference's frame, /S + 0.5), times the mask when 'masked'."
+    import scipy.ndimage as ndi
+    N, C, S = x.shape[0], x.shape[1], x.shape[-1]; ctr = (np.array(x.shape[-3:]) - 1) / 2
+    g = np.stack(np.meshgrid(*[np.arange(S)] * 3, indexing='ij'), 0).astype(float) - ctr[:, None, None, None]
+    out = np.zeros((N, C + 3 * (coords is not None), S, S, S), np.float32)
+    for k in range(N):
+        idx = np.argwhere(x[k, 1].numpy() > 0.5).astype(float); c, V = idx.mean(0), np.eye(3)
+        if rotate:
+            V = np.linalg.eigh(np.cov(idx.T))[1][:, ::-1].copy()
+            if np.linalg.det(V) < 0: V[:, 2] *= -1
+        src = np.einsum('ij,jxyz->ixyz', V, g) + c[:, None, None, None]            # where each output voxel is read in the study crop
+        for ch in range(C): out[k, ch] = ndi.map_coordinates(x[k, ch].numpy().astype(np.float64), src, order=1, mode='nearest')
+        out[k, 1] = out[k, 1] > 0.5
+        if coords is not None: out[k, C:] = (src - ctr[:, None, None, None]) / S + 0.5
+        if coords == 'masked': out[k, C:] *= out[k, 1]
+    return torch.from_numpy(out)
+
+class _Framed(nn.Module):
+    "A model trained on `tumour_frame` crops, applied to study crops (for the interventions; no gradients)."
+    def __init__(self, net, frame): super().__init__(); self.net, self.frame = net, frame
+    def forward(self, x): return self.net(x if self.frame is None else tumour_frame(x, *self.frame))
+
+def _frame_model(cfg, frame):
+    from fgflow.model import FGFNet3D
+    from fgflow.validation import IntensityGate
+    cin = 3 + (3 if frame is not None and frame[1] is not None else 0)
+    return IntensityGate(FGFNet3D(cin, width=cfg['width'], depth=cfg['depth']), cfg['window'])
+
+def frames(a):
+    from fgflow.validation import factor_effects, intervention_logits
+    out, work = Path(a.out), Path(a.work); out.mkdir(parents=True, exist_ok=True)
+    f, fe = out/'frames.csv', out/'frames_effects.csv'; rows, erows = _rows(f), _rows(fe)
+    done, edone = {(r['frame'], r['seed'], r['rule']) for r in rows}, {(r['frame'], r['seed']) for r in erows}
+    _elongation_only()
+    for seed in parse_seeds(a.seeds):
+        x, fac, _, (tr, va, te) = _data(work, out, seed, STUDY_CONFIG)
+        for name in a.frames.split(','):
+            frame, cfg = FRAMES[name], dict(STUDY_CONFIG, **FRAME_CFG.get(name, {})); xf = x if frame is None else tumour_frame(x, *frame)
+            models = {}
+            for rule in FRAME_RULES:
+                y, p = study_labels(fac, rule, seed, cfg['positive_rate'])
+                mf = out/'frames_runs'/name.replace(' ', '_')/str(seed)/f"{rule.replace(' ', '_')}.pt"
+                torch.manual_seed(seed); m = _frame_model(cfg, frame)
+                if (name, seed, rule) in done and mf.exists(): m.load_state_dict(torch.load(mf)); models[rule] = m.eval(); continue
+                res = train(m, _dataset(xf, y, tr, cfg), _dataset(xf, y, va, cfg), epochs=cfg['epochs'], lr=cfg['lr'], batch_size=cfg['batch_size'],
+                            patience=cfg['epochs'], seed=seed, progress=False)
+                with torch.no_grad(): auc = roc_auc(y[te], res.model.eval()(xf[te]).double().numpy())
+                mf.parent.mkdir(parents=True, exist_ok=True); torch.save(res.model.state_dict(), mf); models[rule] = res.model.eval()
+                rows = [r for r in rows if (r['frame'], r['seed'], r['rule']) != (name, seed, rule)]
+                rows.append(dict(frame=name, seed=seed, rule=rule, n_train=len(tr), n_test=len(te), test_auc=auc, bayes_auc=roc_auc(y[te], p[te]),
+                                 best_epoch=int(res.best_epoch)))
+                _save(f, rows); print(rows[-1], flush=True)
+            if a.effects and (name, seed) not in edone:
+                lg, moved = intervention_logits({r: _Framed(m, frame) for r, m in models.items()}, seed, te, cfg, cfg['delta_sd'])
+                for rule in FRAME_RULES:
+                    e = factor_effects(lg[rule], moved, cfg['n_boot'], seed)
+                    erows += [dict(frame=name, seed=seed, rule=rule, **r) for r in e.to_dict('records')]
+                _save(fe, erows); print(name, seed, 'effects', flush=True)
+
 def effects(a):
     from fgflow.train import load_checkpoint
     from fgflow.validation import factor_effects, intervention_logits
@@ -161,4 +232,7 @@ if __name__ == '__main__':
     c.add_argument('work'); c.add_argument('out'); c.add_argument('--seeds', default='0-4'); c.add_argument('--variants', default='base,depth4')
     n = sub.add_parser('networks'); n.set_defaults(fn=networks)
     n.add_argument('work'); n.add_argument('out'); n.add_argument('--seeds', default='0-4')
+    fr = sub.add_parser('frames'); fr.set_defaults(fn=frames)
+    fr.add_argument('work'); fr.add_argument('out'); fr.add_argument('--seeds', default='0-4'); fr.add_argument('--frames', default=','.join(FRAMES))
+    fr.add_argument('--effects', action='store_true', help='also the counterfactual effects of every model (frames_effects.csv)')
     a = ap.parse_args(); a.fn(a)
