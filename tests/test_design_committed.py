@@ -83,15 +83,15 @@ def _frames():
     return f, e
 
 def test_tumour_frame_makes_elongation_learnable():
-    "frames.csv is whole (6 crops x 5 rules x design seeds, 100 test cases) and says what 11_validation and the README say of it."
+    "frames.csv is whole (9 crops x 5 rules x design seeds, 100 test cases) and says what 11_validation and the README say of it."
     f, e = _frames()
     rules = {'volume+elongation', 'intensity', 'position', 'null', 'elongation only'}
-    assert set(f.seed) == set(DESIGN_SEEDS) and (f.n_test == 100).all() and f.frame.nunique() == 6
+    assert set(f.seed) == set(DESIGN_SEEDS) and (f.n_test == 100).all() and f.frame.nunique() == 9
     for fr, g in f.groupby('frame'): assert len(g) == len(DESIGN_SEEDS) * len(rules) and set(g.rule) == rules, fr
     assert len(e) == len(f) * 8 and set(e.factor) == {'size', 'elongation', 'flatness', 'mean_hu', 'hu_sd', 'pos_x', 'pos_y', 'pos_z'}
     auc = f.pivot_table(index='frame', columns='rule', values='test_auc')
     used = lambda r, fa: e[(e.rule == r) & (e.factor == fa)].groupby('frame').used.sum()
-    frames = [x for x in auc.index if x.startswith('tumour frame')]
+    frames = ['tumour frame', 'tumour frame + masked coordinates', 'tumour frame + coordinates', 'tumour frame + masked coordinates (depth 4)']
     el, ve = auc['elongation only'], used('volume+elongation', 'elongation')
     assert el['study crop'] < 0.6 < 0.75 < el['tumour frame + masked coordinates']          # the finding itself
     assert ve['study crop'] == 0 and (ve[frames] == len(DESIGN_SEEDS)).all()
@@ -110,6 +110,20 @@ def test_tumour_frame_makes_elongation_learnable():
     assert f"cost intensity ({auc.loc[c, 'intensity']:.3f}) and the elongation-only label ({el[c]:.2f})" in text
     assert (f"keep intensity ({auc.loc[mc, 'intensity']:.3f}) and elongation but carry position weakly ({auc.loc[mc, 'position']:.3f}; "
             f"pos_x used in {used('position', 'pos_x')[mc]}, pos_z in {used('position', 'pos_z')[mc]} of 5)") in text
+    v2 = 'study crop and tumour frame'
+    for r, fa, n in [('volume+elongation', 'size', 5), ('volume+elongation', 'elongation', 4), ('intensity', 'mean_hu', 5), ('intensity', 'hu_sd', 4),
+                     ('position', 'pos_x', 5), ('position', 'pos_z', 5)]:
+        assert used(r, fa)[v2] == n, (r, fa)
+    assert used('volume+elongation', 'elongation')['study crop'] == used('position', 'pos_x')['study crop'] == 0
+    a3 = lambda fr: ' / '.join(f"{auc.loc[fr, r]:.3f}" for r in ('volume+elongation', 'intensity', 'position'))
+    e2 = f[(f.frame == v2) & (f.rule == 'elongation only')].test_auc
+    assert (f"at test AUC {a3(v2)} against the study crop's {a3('study crop')}, though the elongation-only label stays at "
+            f"{e2.mean():.2f} ({e2.min():.2f}–{e2.max():.2f})") in text
+    un = ['tumour frame + coordinates', 'tumour frame + centroid channels', 'tumour frame + unrotated coordinates']
+    assert f"carries position ({auc.loc[un, 'position'].min():.3f}–{auc.loc[un, 'position'].max():.3f}) and breaks the elongation-only label ({el[un].min():.2f}–{el[un].max():.2f})" in text
+    ig = sorted(gap[(fr, 'intensity')] for fr in auc.index)
+    assert f"Intensity is at best {ig[0]:.3f}–{ig[4]:.3f} below its Bayes AUC" in text and ig[5] > ig[4] + 0.02
     readme = ' '.join((ROOT/'README.md').read_text().split())
+    assert f"design seeds (position {auc.loc[v2, 'position']:.2f})" in readme
     assert (f"reaches {el[mc]:.2f} on the elongation-only label and its volume+elongation models use elongation in 5 of 5 design seeds, "
             f"at the cost of position ({auc.loc[mc, 'position']:.2f} against {auc.loc['study crop', 'position']:.2f})") in readme

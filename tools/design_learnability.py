@@ -117,16 +117,18 @@ def networks(a):
 FRAMES = {  # name -> (rotate to the tumour's principal axes, coordinate channels: None, 'masked', 'full')
     'study crop': None, 'tumour-centred': (False, None), 'tumour frame': (True, None),
     'tumour frame + masked coordinates': (True, 'masked'), 'tumour frame + coordinates': (True, 'full'),
-    'tumour frame + masked coordinates (depth 4)': (True, 'masked')}
+    'tumour frame + masked coordinates (depth 4)': (True, 'masked'),
+    'tumour frame + centroid channels': (True, 'centroid'), 'tumour frame + unrotated coordinates': (True, 'offset'),
+    'study crop and tumour frame': (True, 'views')}
 FRAME_CFG = {'tumour frame + masked coordinates (depth 4)': dict(depth=4)}   # settings other than the study's
 FRAME_RULES = (*RULES, 'null', 'elongation only')
 
 def tumour_frame(x:torch.Tensor, rotate:bool=True, coords:str|None=None) -> torch.Tensor:
-    "Crops (N, 2, S, S, S) resampled on the tumour: centred on the mask's centroid, axes along its principal axes (largest first) when `rotate`; `coords` adds 3 channels holding each voxel's position in the study crop (the anatomical reference's frame, /S + 0.5), times the mask when 'masked'."
+    "Crops (N, 2, S, S, S) resampled on the tumour: centred on the mask's centroid, axes along its principal axes (largest first) when `rotate`; `coords` adds 3 channels holding each voxel's position in the study crop (the anatomical reference's frame, /S + 0.5) ('full'), times the mask ('masked'), the tumour centroid's position constant over the crop ('centroid') or that position plus the voxel's offset along the output grid ('offset'); 'views' returns the study crop's channels followed by the tumour frame's."
     import scipy.ndimage as ndi
     N, C, S = x.shape[0], x.shape[1], x.shape[-1]; ctr = (np.array(x.shape[-3:]) - 1) / 2
     g = np.stack(np.meshgrid(*[np.arange(S)] * 3, indexing='ij'), 0).astype(float) - ctr[:, None, None, None]
-    out = np.zeros((N, C + 3 * (coords is not None), S, S, S), np.float32)
+    out = np.zeros((N, C + (C if coords == 'views' else 3 * (coords is not None)), S, S, S), np.float32)
     for k in range(N):
         idx = np.argwhere(x[k, 1].numpy() > 0.5).astype(float); c, V = idx.mean(0), np.eye(3)
         if rotate:
@@ -135,8 +137,11 @@ def tumour_frame(x:torch.Tensor, rotate:bool=True, coords:str|None=None) -> torc
         src = np.einsum('ij,jxyz->ixyz', V, g) + c[:, None, None, None]            # where each output voxel is read in the study crop
         for ch in range(C): out[k, ch] = ndi.map_coordinates(x[k, ch].numpy().astype(np.float64), src, order=1, mode='nearest')
         out[k, 1] = out[k, 1] > 0.5
-        if coords is not None: out[k, C:] = (src - ctr[:, None, None, None]) / S + 0.5
+        if coords == 'views': out[k, C:] = out[k, :C]; out[k, :C] = x[k].numpy()          # both views: the study crop first (the gate reads it)
+        if coords in ('full', 'masked'): out[k, C:] = (src - ctr[:, None, None, None]) / S + 0.5
         if coords == 'masked': out[k, C:] *= out[k, 1]
+        if coords == 'centroid': out[k, C:] = ((c - ctr) / S + 0.5)[:, None, None, None]       # the tumour's position, constant over the crop
+        if coords == 'offset': out[k, C:] = (g + c[:, None, None, None] - ctr[:, None, None, None]) / S + 0.5   # its position plus the offset along the grid
     return torch.from_numpy(out)
 
 class _Framed(nn.Module):
@@ -147,7 +152,7 @@ class _Framed(nn.Module):
 def _frame_model(cfg, frame):
     from fgflow.model import FGFNet3D
     from fgflow.validation import IntensityGate
-    cin = 3 + (3 if frame is not None and frame[1] is not None else 0)
+    cin = 3 + ({None: 0, 'views': 2}.get(frame[1], 3) if frame is not None else 0)
     return IntensityGate(FGFNet3D(cin, width=cfg['width'], depth=cfg['depth']), cfg['window'])
 
 def frames(a):
