@@ -620,7 +620,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument('--rules', default='all', help="label rules: 'all' or comma-separated names of fgflow.phantoms.LABEL_RULES")
     v.add_argument('--work', required=True, help='working folder (cohorts, checkpoints, null models; large; reused when rerun)')
     v.add_argument('--out', required=True, help='folder of the study files (refused when it holds another study)')
-    v.add_argument('--config', choices=('study', 'tiny'), default='study', help="'study': 400 cases a seed, 39 null models; 'tiny': the same code in about a minute (tests)")
+    v.add_argument('--config', choices=('study', 'tiny', 'views'), default='study', help="'study': 400 cases a seed, 39 null models; 'tiny': the same code in about a minute (tests); 'views': 'study' with the network also seeing the tumour's own frame (TumourView)")
     v.add_argument('--quiet', action='store_true', help='no progress bars')
     v.set_defaults(fn=cmd_study)
     return p

@@ -19,13 +19,13 @@ from .phantoms import (FACTORS, LABEL_RULES, affine_lps, factor_sd, intervene, l
                              reference_point, render)
 
 # %% auto #0
-__all__ = ['FEATURE_FACTOR', 'TRUTH_SETS', 'WRONG_SETS', 'STUDY_CONFIG', 'TINY_CONFIG', 'CONFIGS', 'DESIGN_SEEDS',
+__all__ = ['FEATURE_FACTOR', 'TRUTH_SETS', 'WRONG_SETS', 'STUDY_CONFIG', 'TINY_CONFIG', 'VIEWS_CONFIG', 'CONFIGS', 'DESIGN_SEEDS',
            'HELDOUT_SEEDS', 'METHODS', 'DEFAULT_METHOD', 'MODEL_COLUMNS', 'EFFECT_COLUMNS', 'VERDICT_COLUMNS',
            'STUDY_FILES', 'ValidationError', 'rule_factors', 'truth', 'reference_crop', 'study_cohort', 'study_split',
            'study_labels', 'intervention_logits', 'factor_effects', 'mark_used', 'spearman_scores', 'rcv_scores',
-           'method_verdicts', 'seed_split', 'IntensityGate', 'study_model', 'train_study_model', 'set_measure',
-           'study_data', 'run_seed', 'parse_seeds', 'parse_rules', 'check_out', 'run_study', 'read_study',
-           'summarize_study', 'plot_study', 'plot_regularized', 'gradient_overlap']
+           'method_verdicts', 'seed_split', 'IntensityGate', 'TumourView', 'study_model', 'train_study_model',
+           'set_measure', 'study_data', 'run_seed', 'parse_seeds', 'parse_rules', 'check_out', 'run_study',
+           'read_study', 'summarize_study', 'plot_study', 'plot_regularized', 'gradient_overlap']
 
 # %% ../nbs/11_validation.ipynb #ca448152
 class ValidationError(FGFlowError):
@@ -280,7 +280,8 @@ STUDY_CONFIG = dict(n_cases=400, matrix=128, size=36, spacing=3.0, window=(-200.
                     delta_sd=1.0, n_boot=2000, used_quantile=0.95)
 TINY_CONFIG = dict(STUDY_CONFIG, n_cases=60, matrix=48, size=12, spacing=9.0, width=4, depth=2, epochs=2, batch_size=8, n_null=2,
                    n_noise=8, steps_per_line=2, max_steps=3, n_perm=50, n_boot=200)
-CONFIGS = {'study': STUDY_CONFIG, 'tiny': TINY_CONFIG}
+VIEWS_CONFIG = dict(STUDY_CONFIG, view='tumour frame')   # the design seeds' candidate (TumourView); not the committed study's
+CONFIGS = {'study': STUDY_CONFIG, 'tiny': TINY_CONFIG, 'views': VIEWS_CONFIG}
 DESIGN_SEEDS, HELDOUT_SEEDS = range(0, 5), range(5, 10)   # every choice was made on the design seeds; held-out seeds are reported only
 METHODS = ['fgf_null', 'fgf_global', 'fgf_mask', 'fgf_smooth', 'spearman', 'rcv']
 DEFAULT_METHOD = 'fgf_null'
@@ -304,11 +305,58 @@ class IntensityGate(torch.nn.Module):
     def head(self): return self.net.head
     def forward(self, x): return self.net(self._gated(x))
 
+class TumourView(torch.nn.Module):
+    "Wrap a network: it sees the input followed by its first `n` channels resampled in the tumour's own frame (centred on the mask's centroid, axes along the mask's principal axes, longest first); the input stays (CT, mask)."
+    def __init__(self, net:torch.nn.Module, # takes the input's channels + n
+                 n:int=2, # leading channels to resample (CT, mask)
+                 mask_channel:int=1):
+        super().__init__(); self.net, self.n, self.mask_channel = net, int(n), int(mask_channel)
+
+    @staticmethod
+    @torch.no_grad()
+    def pose(mask:torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        "Centroid (B, 3) and principal axes (B, 3, 3; columns, longest first) of masks (B, D, H, W) in voxel indices; an empty mask gets the crop's centre and the grid's axes."
+        B, *shape = mask.shape
+        g = torch.stack(torch.meshgrid(*[torch.arange(k, dtype=torch.float64) for k in shape], indexing='ij')).reshape(3, -1)
+        w = mask.detach().double().clamp(min=0).reshape(B, -1); s = w.sum(1, keepdim=True)
+        empty = s[:, 0] <= 0
+        wn = w / s.clamp(min=1e-12)
+        c = wn @ g.T
+        C = torch.einsum('bv,iv,jv->bij', wn, g, g) - c[:, :, None] * c[:, None, :]
+        V = torch.linalg.eigh(C + 1e-9 * torch.eye(3, dtype=C.dtype))[1].flip(-1)       # longest axis first
+        big = V.abs().argmax(1, keepdim=True)                                           # sign: each axis's largest component positive
+        V = V * torch.gather(V, 1, big).sign()
+        V[..., 2] *= torch.linalg.det(V).sign()[:, None]                                        # a rotation (det +1)
+        ctr = torch.tensor([(k - 1) / 2 for k in shape], dtype=torch.float64)
+        c[empty], V[empty] = ctr, torch.eye(3, dtype=torch.float64)
+        return c, V
+
+    def view(self, x:torch.Tensor) -> torch.Tensor:
+        "The first `n` channels of x (B, C, D, H, W) resampled in the tumour's frame (trilinear, border values outside); the pose is held fixed for gradients."
+        B, _, *shape = x.shape
+        c, V = self.pose(x[:, self.mask_channel])
+        h = torch.tensor([max(k - 1, 1) / 2 for k in shape], dtype=torch.float64)          # index = h (u + 1) on each axis, u in [-1, 1]
+        A = V * h[None, None, :] / h[None, :, None]                                       # output u -> input u: (c - h) / h + A u
+        t = (c - h) / h
+        theta = torch.cat([A.flip(1, 2), t.flip(1)[:, :, None]], 2).to(x.dtype)          # affine_grid's (x, y, z) = (W, H, D)
+        grid = torch.nn.functional.affine_grid(theta, [B, self.n, *shape], align_corners=True)
+        return torch.nn.functional.grid_sample(x[:, :self.n], grid, mode='bilinear', padding_mode='border', align_corners=True)
+
+    def _views(self, x): return torch.cat([x, self.view(x)], 1)
+    def embed(self, x): return self.net.embed(self._views(x))
+    @property
+    def head(self): return self.net.head
+    def forward(self, x): return self.net(self._views(x))
+
 def study_model(cfg:dict) -> torch.nn.Module:
-    "A fresh model of the study: FGFNet3D of the configured width and depth, behind the intensity gate when `cfg['gate']`."
+    "A fresh model of the study: FGFNet3D of the configured width and depth, behind the intensity gate when `cfg['gate']`, seeing the tumour's own frame too when `cfg['view'] == 'tumour frame'`."
     from fgflow.model import FGFNet3D
-    if not cfg.get('gate', False): return FGFNet3D(2, width=cfg['width'], depth=cfg['depth'])
-    return IntensityGate(FGFNet3D(3, width=cfg['width'], depth=cfg['depth']), cfg['window'])
+    view = cfg.get('view')
+    if view not in (None, 'tumour frame'): raise ValidationError(f"unknown view {view!r}; expected None or 'tumour frame'")
+    cin = 2 + (2 if view else 0)
+    net = IntensityGate(FGFNet3D(cin + 1, width=cfg['width'], depth=cfg['depth']), cfg['window']) if cfg.get('gate', False) \
+          else FGFNet3D(cin, width=cfg['width'], depth=cfg['depth'])
+    return TumourView(net) if view else net
 
 def _lam(cfg:dict):
     "The λ the regularized models use: 'auto' where `train` supports it, else the named fallback."
