@@ -154,28 +154,38 @@ def _argmax(m:nn.Module, x:Tensor) -> Tensor:
     "Indices (into each flattened plane of `x`) of the maxima that max-pooling module `m` picks."
     return _MAXPOOL[type(m)](x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, return_indices=True)[1]
 
+def _holds_state(m:nn.Module) -> bool:
+    "Whether `m` follows the held-state protocol: attributes `recorded` and `held` (both None when idle)."
+    return hasattr(m, 'recorded') and hasattr(m, 'held')
+
 class _FrozenPattern:
-    "Record the on/off pattern of a model's ReLU/LeakyReLU modules and the picks of its MaxPool modules, then replay them as fixed linear maps."
-    def __init__(self, model:nn.Module): self.mods = [m for m in model.modules() if isinstance(m, _PWL) or type(m) in _MAXPOOL]
+    "Record the on/off pattern of a model's ReLU/LeakyReLU modules, the picks of its MaxPool modules and the state of its held-state modules, then replay them."
+    def __init__(self, model:nn.Module):
+        self.mods = [m for m in model.modules() if isinstance(m, _PWL) or type(m) in _MAXPOOL]
+        self.stateful = [m for m in model.modules() if _holds_state(m)]
     def record(self):
-        "Context: the next forward pass stores `output > 0` (activations) or the argmax (pools) of every call of every module (a module may be reused)."
+        "Context: the next forward pass stores `output > 0` (activations) or the argmax (pools) of every call of every module (a module may be reused), and each held-state module's states."
         self.masks = {m: [] for m in self.mods}
         def keep(m, i, o): self.masks[m].append(_argmax(m, i[0].detach()) if type(m) in _MAXPOOL else o.detach() > 0)
-        return _Hooks([m.register_forward_hook(keep) for m in self.mods])
+        self.states = {m: [] for m in self.stateful}
+        for m in self.stateful: m.recorded = self.states[m]
+        return _Hooks([m.register_forward_hook(keep) for m in self.mods], stateful=self.stateful)
     def replay(self, select):
-        "Context: the k-th call of each module computes `where(select(mask_k), x, slope * x)`, or gathers `x` at `select(argmax_k)`."
+        "Context: the k-th call of each module computes `where(select(mask_k), x, slope * x)`, or gathers `x` at `select(argmax_k)`; held-state modules use `select` of their k-th recorded state."
         for m in self.mods:
             it = iter([select(k) for k in self.masks[m]])
             if type(m) in _MAXPOOL: m.forward = lambda x, it=it: (lambda i: x.flatten(2).gather(2, i.flatten(2)).view(i.shape))(next(it))
             else: m.forward = lambda x, it=it, a=float(getattr(m, 'negative_slope', 0.0)): torch.where(next(it), x, a * x)
-        return _Hooks([], self.mods)
+        for m in self.stateful: m.held = iter([tuple(select(t) for t in s) for s in self.states[m]])
+        return _Hooks([], self.mods, self.stateful)
 
 class _Hooks:
-    def __init__(self, hooks, mods=()): self.hooks, self.mods = hooks, mods
+    def __init__(self, hooks, mods=(), stateful=()): self.hooks, self.mods, self.stateful = hooks, mods, stateful
     def __enter__(self): return self
     def __exit__(self, *a):
         for h in self.hooks: h.remove()
         for m in self.mods: del m.forward
+        for m in self.stateful: m.recorded = m.held = None
 
 # %% ../nbs/05_train.ipynb #3af4260b
 def fgf_penalty(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits; per-sample in eval mode

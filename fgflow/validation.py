@@ -311,6 +311,7 @@ class TumourView(torch.nn.Module):
                  n:int=2, # leading channels to resample (CT, mask)
                  mask_channel:int=1):
         super().__init__(); self.net, self.n, self.mask_channel = net, int(n), int(mask_channel)
+        self.recorded = self.held = None     # fgflow.train's held-state protocol: the finite-difference penalty holds the pose
 
     @staticmethod
     @torch.no_grad()
@@ -334,7 +335,9 @@ class TumourView(torch.nn.Module):
     def view(self, x:torch.Tensor) -> torch.Tensor:
         "The first `n` channels of x (B, C, D, H, W) resampled in the tumour's frame (trilinear, border values outside); the pose is held fixed for gradients."
         B, _, *shape = x.shape
-        c, V = self.pose(x[:, self.mask_channel])
+        if self.held is not None: c, V = next(self.held)
+        else: c, V = self.pose(x[:, self.mask_channel])
+        if self.recorded is not None: self.recorded.append((c, V))
         h = torch.tensor([max(k - 1, 1) / 2 for k in shape], dtype=torch.float64)          # index = h (u + 1) on each axis, u in [-1, 1]
         A = V * h[None, None, :] / h[None, :, None]                                       # output u -> input u: (c - h) / h + A u
         t = (c - h) / h
