@@ -127,3 +127,26 @@ def test_tumour_frame_makes_elongation_learnable():
     assert f"design seeds (position {auc.loc[v2, 'position']:.2f})" in readme
     assert (f"reaches {el[mc]:.2f} on the elongation-only label and its volume+elongation models use elongation in 5 of 5 design seeds, "
             f"at the cost of position ({auc.loc[mc, 'position']:.2f} against {auc.loc['study crop', 'position']:.2f})") in readme
+
+def test_views_study_design_seeds_whole_and_quoted():
+    "The study with both views (design seeds only): every model of every seed, and the figures 11_validation quotes."
+    from fgflow.validation import read_study
+    m, e, v, st = read_study(DESIGN/'views')
+    assert st['config']['view'] == 'tumour frame' and set(st['seeds']) == {str(s) for s in DESIGN_SEEDS}
+    assert set(m.seed) == set(DESIGN_SEEDS) and (m.split == 'design').all()
+    assert (m.groupby('seed').size() == 8 + st['config']['n_null']).all() and (m.n_test == 100).all()
+    s, c = summarize_study(m, e, v, 'design'), summarize_study(*read_study(DESIGN.parent)[:3], 'design')
+    text = _nb_text()
+    auc = s['auc'].set_index('rule')
+    mean = lambda t: float(t.split(' ')[0])
+    assert f"Volume+elongation {mean(auc.loc['volume+elongation', 'test_auc']):.3f} against {mean(c['auc'].set_index('rule').loc['volume+elongation', 'test_auc']):.3f}" in text
+    assert f"(gap to Bayes {auc.loc['volume+elongation', 'gap']:.3f}" in text
+    assert f"elongation used in {round(5 * s['used'].loc['elongation', 'volume+elongation'])} of 5 seeds" in text
+    assert f"pos_x in {round(5 * s['used'].loc['pos_x', 'position'])} of 5" in text
+    fn = s['methods'].set_index('method').loc['fgf_null']
+    assert f"FPR {100 * fn.false_positive_rate:.1f}% ({round(fn.false_positive_rate * fn.n_irrelevant)} of {int(fn.n_irrelevant)} irrelevant pairs" in text
+    assert f"power {100 * fn.power:.0f}% against" in text
+    rg = s['regularized'].set_index(['rule', 'model'])
+    assert f"`reg_true` is {-rg.loc[('volume+elongation', 'reg_true'), 'auc_minus_plain']:.3f} below its plain model" in text
+    assert f"intensity `reg_true` is {-rg.loc[('intensity', 'reg_true'), 'auc_minus_plain']:.3f} below" in text
+    assert rg.loc[('volume+elongation', 'reg_true'), 'M_S'] > 0.7                 # the penalty aligns once the pose is held
