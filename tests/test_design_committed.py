@@ -150,3 +150,7 @@ def test_views_study_design_seeds_whole_and_quoted():
     assert f"`reg_true` is {-rg.loc[('volume+elongation', 'reg_true'), 'auc_minus_plain']:.3f} below its plain model" in text
     assert f"intensity `reg_true` is {-rg.loc[('intensity', 'reg_true'), 'auc_minus_plain']:.3f} below" in text
     assert rg.loc[('volume+elongation', 'reg_true'), 'M_S'] > 0.7                 # the penalty aligns once the pose is held
+    readme = ' '.join((ROOT/'README.md').read_text().split())
+    assert (f"volume+elongation {mean(auc.loc['volume+elongation', 'test_auc']):.3f} against "
+            f"{mean(c['auc'].set_index('rule').loc['volume+elongation', 'test_auc']):.3f}") in readme
+    assert f"{100 * fn.false_positive_rate:.1f}% false positives against" in readme
