@@ -23,8 +23,8 @@ from .flow import projection_fraction, input_gradients
 
 # %% auto #0
 __all__ = ['LAM_AUTO', 'TrainingError', 'stratified_split', 'stratified_kfold', 'roc_auc', 'auc_ci', 'gram_pinv', 'fgf_penalty',
-           'CouplingError', 'sample_coupling', 'check_coupling', 'Augment', 'load_checkpoint', 'TrainResult',
-           'feature_directions', 'sign_penalty', 'train', 'TensorCohort']
+           'CouplingError', 'sample_coupling', 'check_coupling', 'check_finite_difference', 'Augment',
+           'load_checkpoint', 'TrainResult', 'feature_directions', 'sign_penalty', 'train', 'TensorCohort']
 
 # %% ../nbs/05_train.ipynb #672f19c8
 class TrainingError(FGFlowError):
@@ -330,6 +330,37 @@ def check_coupling(model:nn.Module, # maps (B, ...) to (B,) logits
     else: _log.info("coupling check: no sample's logit depends on another sample (training and eval mode)")
     return {'train': tr, 'eval': ev}
 
+# %% ../nbs/05_train.ipynb #e347bee4
+def check_finite_difference(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits
+                            x:Tensor, # a few inputs (B, C, D, H, W)
+                            G:Tensor, # their feature gradients (B, K, C, D, H, W), the penalty's directions
+                            h:float=0.1, # the penalty's step, relative to the RMS of each input
+                            tol:float=0.25, # warn where |difference - gradient| > tol * |∇f|
+                           ) -> Tensor:
+    "Per case, |central difference - autograd's derivative| along the summed feature gradients over |∇f| (eval mode, frozen pattern); warns above `tol`."
+    B = len(x); x0 = x.detach()
+    with _eval_mode(model):
+        pat, xr = _FrozenPattern(model), x0.clone().requires_grad_(True)
+        with pat.record(): f = model(xr)
+        g, = torch.autograd.grad(f.sum(), xr)
+        u = G.detach().sum(1).to(x0.dtype).flatten(1); nu = u.norm(dim=1)
+        step = h * x0.flatten(1).norm(dim=1) / math.sqrt(x0[0].numel())
+        step = torch.where(step > 0, step, torch.full_like(step, h))
+        v = (u * (step / nu.clamp_min(torch.finfo(u.dtype).tiny))[:, None]).view_as(x0)
+        with torch.no_grad(), pat.replay(lambda m: torch.cat([m, m])): fpm = model(torch.cat([x0 + v, x0 - v]))
+    fd = (fpm[:B] - fpm[B:]) / (2 * step)
+    an = (g.flatten(1) * u).sum(1) / nu.clamp_min(torch.finfo(u.dtype).tiny)
+    gn = g.flatten(1).norm(dim=1)
+    err = torch.where((nu > 0) & (gn > 0), (fd - an).abs() / gn.clamp_min(torch.finfo(gn.dtype).tiny), torch.full_like(gn, float('nan'))).detach()
+    bad = [i for i in range(B) if err[i] > tol]
+    if bad:
+        warnings.warn(f"the finite-difference penalty would align the wrong gradient: on case(s) {bad} of the probe batch the central "
+                      f"difference along the features' gradients differs from autograd's derivative by {err.nan_to_num(0).max():.3g} x |grad f| "
+                      f"(tolerance {tol:g}). The model is not smooth at the penalty's step, or it computes a state from its input that "
+                      f"autograd holds fixed (a pose, a threshold): make that module follow the held-state protocol (attributes "
+                      f"`recorded` and `held`, see fgflow.train), or train with penalty_method='double_backprop'")
+    return err
+
 # %% ../nbs/05_train.ipynb #e9c54472
 class Augment:
     "Random left-right flips, small rotations about z and CT intensity jitter of a (B, 2, D, H, W) batch."
@@ -625,6 +656,8 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
     # once at start: does a sample's logit depend on other samples? (warns/logs; refuses eval-mode mixing when lam > 0)
     probe = torch.stack([train_data[i][0] for i in range(min(4, len(train_data)))]).to(device)
     check_coupling(model, probe, strict=lam > 0)
+    if lam > 0 and penalty_method == 'finite_difference' and bool(torch.isfinite(probe).all()):   # (non-finite inputs stop at their batch)
+        check_finite_difference(model, probe, feats.gradients(probe))
     share = lam > 0 and not d.on and _mode_free(model, probe)  # the BCE's forward serves the penalty (one-sided difference)
     pat = _FrozenPattern(model) if share else None             # its record is redone each batch
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None) if d.on else model
