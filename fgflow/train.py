@@ -561,14 +561,14 @@ def sign_penalty(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits
                 ) -> Tensor:
     "Scalar mean over the batch of max(0, -cos(∇f(x), t)), differentiable in the weights (eval mode)."
     with _eval_mode(model):
-        x0 = x.detach()
-        gn = input_gradients(model, x0).flatten(1).norm(dim=1)
+        x0, pat = x.detach(), _FrozenPattern(model)                       # both passes keep the pattern and states of x
+        with pat.record(): gn = input_gradients(model, x0).flatten(1).norm(dim=1)
         ok = (gn > 0) & (t.flatten(1).abs().sum(1) > 0)
         if not ok.any(): return sum(q.sum() * 0. for q in model.parameters())
         x0, t, gn = x0[ok], t[ok], gn[ok]
         e = h * x0.flatten(1).norm(dim=1) / math.sqrt(x0[0].numel())
         e = torch.where(e > 0, e, torch.full_like(e, h)).view(-1, *[1] * (x.ndim - 1))
-        fpm = model(torch.cat([x0 + e * t, x0 - e * t]))
+        with pat.replay(lambda m: torch.cat([m[ok], m[ok]])): fpm = model(torch.cat([x0 + e * t, x0 - e * t]))
         dd = (fpm[:len(x0)] - fpm[len(x0):]) / (2 * e.flatten())
         return torch.relu(-dd / gn).sum() / len(x)
 
