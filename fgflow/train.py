@@ -154,6 +154,11 @@ def _argmax(m:nn.Module, x:Tensor) -> Tensor:
     "Indices (into each flattened plane of `x`) of the maxima that max-pooling module `m` picks."
     return _MAXPOOL[type(m)](x, m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode, return_indices=True)[1]
 
+def _fd_step(x0:Tensor, h:float) -> Tensor:
+    "(B,) finite-difference step of each input: h times its RMS (h where the input is all zero)."
+    step = h * x0.flatten(1).norm(dim=1) / math.sqrt(x0[0].numel())
+    return torch.where(step > 0, step, torch.full_like(step, h))
+
 def _holds_state(m:nn.Module) -> bool:
     "Whether `m` follows the held-state protocol: attributes `recorded` and `held` (both None when idle)."
     return hasattr(m, 'recorded') and hasattr(m, 'held')
@@ -240,8 +245,7 @@ def _reg_loss(model:nn.Module, x:Tensor, G:Tensor, P:Tensor, t:Tensor|None, lam:
         U.mul_(lam); nu = U.norm(dim=1)
         if not bool((nu > 0).any()): return sum(q.sum() * 0. for q in model.parameters()) + lam * float(spen) + lam * pen, pen, float(spen)
         x0 = x.detach()
-        step = h * x0.flatten(1).norm(dim=1) / math.sqrt(x0[0].numel())   # (B,) h * RMS(x_b)
-        step = torch.where(step > 0, step, torch.full_like(step, h))
+        step = _fd_step(x0, h)                                            # (B,) h * RMS(x_b)
         v = (U * (step / nu.clamp_min(torch.finfo(U.dtype).tiny))[:, None]).view_as(x0)
         if base:                                                          # one-sided, from the loss forward's f(x)
             with pat.replay(lambda m: m): fp = model(x0 + v)
@@ -340,12 +344,10 @@ def check_finite_difference(model:nn.Module, # maps (B, C, D, H, W) to (B,) logi
     "Per case, |central difference - autograd's derivative| along the summed feature gradients over |∇f| (eval mode, frozen pattern); warns above `tol`."
     B = len(x); x0 = x.detach()
     with _eval_mode(model):
-        pat, xr = _FrozenPattern(model), x0.clone().requires_grad_(True)
-        with pat.record(): f = model(xr)
-        g, = torch.autograd.grad(f.sum(), xr)
+        pat = _FrozenPattern(model)
+        with pat.record(): g = input_gradients(model, x0)
         u = G.detach().sum(1).to(x0.dtype).flatten(1); nu = u.norm(dim=1)
-        step = h * x0.flatten(1).norm(dim=1) / math.sqrt(x0[0].numel())
-        step = torch.where(step > 0, step, torch.full_like(step, h))
+        step = _fd_step(x0, h)
         v = (u * (step / nu.clamp_min(torch.finfo(u.dtype).tiny))[:, None]).view_as(x0)
         with torch.no_grad(), pat.replay(lambda m: torch.cat([m, m])): fpm = model(torch.cat([x0 + v, x0 - v]))
     fd = (fpm[:B] - fpm[B:]) / (2 * step)
@@ -566,8 +568,7 @@ def sign_penalty(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits
         ok = (gn > 0) & (t.flatten(1).abs().sum(1) > 0)
         if not ok.any(): return sum(q.sum() * 0. for q in model.parameters())
         x0, t, gn = x0[ok], t[ok], gn[ok]
-        e = h * x0.flatten(1).norm(dim=1) / math.sqrt(x0[0].numel())
-        e = torch.where(e > 0, e, torch.full_like(e, h)).view(-1, *[1] * (x.ndim - 1))
+        e = _fd_step(x0, h).view(-1, *[1] * (x.ndim - 1))
         with pat.replay(lambda m: torch.cat([m[ok], m[ok]])): fpm = model(torch.cat([x0 + e * t, x0 - e * t]))
         dd = (fpm[:len(x0)] - fpm[len(x0):]) / (2 * e.flatten())
         return torch.relu(-dd / gn).sum() / len(x)
