@@ -505,11 +505,22 @@ def cmd_demo(a) -> int:
 # %% ../nbs/07_cli.ipynb #409198c1
 def cmd_study(a) -> int:
     "Run (or continue) the validation study and say where its files are."
-    from fgflow.validation import run_study, parse_seeds, parse_rules
+    from fgflow.validation import run_study, parse_seeds, parse_rules, read_study
     seeds, rules = parse_seeds(a.seeds), parse_rules(a.rules)          # bad arguments fail here, before anything is written
     run_study(a.work, a.out, seeds, rules, a.config, progress=not a.quiet)
     print('wrote ' + ', '.join(str(Path(a.out)/f) for f in ('models.csv', 'effects.csv', 'verdicts.csv', 'study.json')))
+    print(_scorecard_text(*read_study(a.out)))
     return 0
+
+def _scorecard_text(models, effects, verdicts, study) -> str:
+    "The study's figures against the bars of `study_scorecard`, per split (every seed in OUT, not only this run's)."
+    from fgflow.validation import study_scorecard
+    out = []
+    for sp in [s for s in ('design', 'heldout') if s in set(models.split)]:
+        out.append(f"{sp} seeds {sorted(set(models[models.split == sp].seed))} against the bars (study_scorecard):")
+        for _, r in study_scorecard(models, effects, verdicts, study, split=sp).iterrows():
+            out.append(f"  {'met   ' if r.met else 'missed'}  {r.criterion}: {r.shown}  (bar {r.bar})")
+    return '\n'.join(out)
 
 # %% ../nbs/07_cli.ipynb #12c30f60
 class _Archs:

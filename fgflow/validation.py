@@ -21,11 +21,12 @@ from .phantoms import (FACTORS, LABEL_RULES, affine_lps, factor_sd, intervene, l
 # %% auto #0
 __all__ = ['FEATURE_FACTOR', 'TRUTH_SETS', 'WRONG_SETS', 'STUDY_CONFIG', 'TINY_CONFIG', 'VIEWS_CONFIG', 'CONFIGS', 'DESIGN_SEEDS',
            'HELDOUT_SEEDS', 'METHODS', 'DEFAULT_METHOD', 'MODEL_COLUMNS', 'EFFECT_COLUMNS', 'VERDICT_COLUMNS',
-           'STUDY_FILES', 'ValidationError', 'rule_factors', 'truth', 'reference_crop', 'study_cohort', 'study_split',
-           'study_labels', 'intervention_logits', 'factor_effects', 'mark_used', 'spearman_scores', 'rcv_scores',
-           'method_verdicts', 'seed_split', 'IntensityGate', 'TumourView', 'study_model', 'train_study_model',
-           'set_measure', 'study_data', 'run_seed', 'parse_seeds', 'parse_rules', 'check_out', 'run_study',
-           'read_study', 'summarize_study', 'plot_study', 'plot_regularized', 'gradient_overlap']
+           'STUDY_FILES', 'SCORECARD_BARS', 'ValidationError', 'rule_factors', 'truth', 'reference_crop',
+           'study_cohort', 'study_split', 'study_labels', 'intervention_logits', 'factor_effects', 'mark_used',
+           'spearman_scores', 'rcv_scores', 'method_verdicts', 'seed_split', 'IntensityGate', 'TumourView',
+           'study_model', 'train_study_model', 'set_measure', 'study_data', 'run_seed', 'parse_seeds', 'parse_rules',
+           'check_out', 'run_study', 'read_study', 'summarize_study', 'study_scorecard', 'plot_study',
+           'plot_regularized', 'gradient_overlap']
 
 # %% ../nbs/11_validation.ipynb #ca448152
 class ValidationError(FGFlowError):
@@ -666,6 +667,52 @@ def summarize_study(models:pd.DataFrame, effects:pd.DataFrame, verdicts:pd.DataF
     methods = pd.DataFrame(rows).set_index('method').reindex([x for x in METHODS if x in set(vp.method)])
     reg = _regularized_table(m)
     return dict(auc=auc.reset_index(), used=used, rule_uses=rule_uses, methods=methods.reset_index(), regularized=reg)
+
+# %% ../nbs/11_validation.ipynb #5c0e7a12
+SCORECARD_BARS = dict(auc=0.80, gap=0.08, null_auc=(0.4, 0.6), used=0.8, fpr=0.05, power=0.8, top=0.8, null_rule_share=0.2,
+                      reg_auc=-0.03, reg_3x=0.8, seconds=1800.)
+
+def study_scorecard(models:pd.DataFrame, effects:pd.DataFrame, verdicts:pd.DataFrame, # read_study's tables
+                    study:dict|None=None, # read_study's study.json (for the default method and the seconds per seed)
+                    split:str|None='heldout', # 'design', 'heldout' or None (both)
+                    bars:dict=SCORECARD_BARS,
+                   ) -> pd.DataFrame:
+    "One row per acceptance bar: what it is about, the study's figure, the bar and whether the figure meets it."
+    s = summarize_study(models, effects, verdicts, split)
+    rows = []
+    def add(about, criterion, value, shown, bar, met): rows.append(dict(about=about, criterion=criterion, value=value, shown=shown, bar=bar, met=bool(met)))
+    for _, a in s['auc'].iterrows():
+        auc = float(a.test_auc.split(' ')[0])
+        if a.rule == 'null': add('learnability', 'plain test AUC, null rule', auc, f"{auc:.3f}", f"{bars['null_auc'][0]:g}–{bars['null_auc'][1]:g}",
+                                 bars['null_auc'][0] <= auc <= bars['null_auc'][1])
+        else: add('learnability', f"plain test AUC, {a.rule}", auc, f"{auc:.3f} (Bayes {a.bayes_auc:.3f}, gap {a.gap:.3f})",
+                  f"≥ {bars['auc']:g}, gap ≤ {bars['gap']:g}", auc >= bars['auc'] and a.gap <= bars['gap'] + 1e-12)
+    u = s['used']
+    for r in [r for r in LABEL_RULES if r in u.columns]:
+        if r == 'null':
+            top = u[r].max(); add('model truth', 'null rule: the most used factor, share of seeds', top, f"{top:.2f} ({u[r].idxmax() if top > 0 else 'none'})", f"< {bars['used']:g}", top < bars['used'])
+        else:
+            for f in rule_factors(r): add('model truth', f"{r}: {f} used, share of seeds", u.loc[f, r], f"{u.loc[f, r]:.2f}", f"≥ {bars['used']:g}", u.loc[f, r] >= bars['used'])
+    meth = (study or {}).get('default_method', DEFAULT_METHOD)
+    mt = s['methods'].set_index('method')
+    if meth in mt.index:
+        t = mt.loc[meth]; seeds = verdicts[(verdicts.rule == 'null') & ((verdicts.split == split) if split else True)].seed.nunique()
+        add('significance', f"{meth}: false-positive rate", t.false_positive_rate, f"{t.false_positive_rate:.1%} of {int(t.n_irrelevant)} pairs", f"≤ {bars['fpr']:.0%}", t.false_positive_rate <= bars['fpr'])
+        add('significance', f"{meth}: power", t.power, f"{t.power:.1%} of {int(t.n_true)} pairs", f"≥ {bars['power']:.0%}", t.power >= bars['power'])
+        add('significance', f"{meth}: true factor on top", t.true_factor_on_top, f"{t.true_factor_on_top:.1%} of {int(t.n_cases)} cases", f"≥ {bars['top']:.0%}", t.true_factor_on_top >= bars['top'])
+        sh = t.null_rule_seeds_with_any / max(seeds, 1)
+        add('significance', 'null rule: seeds with any positive', sh, f"{int(t.null_rule_seeds_with_any)} of {seeds}", f"≤ {bars['null_rule_share']:.0%} of seeds", sh <= bars['null_rule_share'])
+    rg = s['regularized'].set_index(['rule', 'model'])
+    for r in [r for r, m in rg.index if m == 'reg_true']:
+        t = rg.loc[(r, 'reg_true')]
+        add('regularizer', f"{r}: reg_true AUC − plain", t.auc_minus_plain, f"{t.auc_minus_plain:+.3f}", f"≥ {bars['reg_auc']:+g}", t.auc_minus_plain >= bars['reg_auc'])
+        if not t.M_S_3x_plain: continue                                     # no M_S measured
+        n3, n = (int(v) for v in t.M_S_3x_plain.split(' of '))
+        add('regularizer', f"{r}: reg_true M_S ≥ 3× plain, share of seeds", n3 / n, f"{n3} of {n} (3× reachable in {t.M_S_3x_reachable})", f"≥ {bars['reg_3x']:.0%}", n3 / n >= bars['reg_3x'])
+    if study and study.get('seconds'):
+        sec = {int(k): v['total'] for k, v in study['seconds'].items() if (split is None or seed_split(int(k)) == split) and 'total' in v}
+        if sec: add('cost', 'seconds per seed, slowest', max(sec.values()), f"{max(sec.values()):.0f} (seed {max(sec, key=sec.get)})", f"≤ {bars['seconds']:.0f}", max(sec.values()) <= bars['seconds'])
+    return pd.DataFrame(rows)
 
 # %% ../nbs/11_validation.ipynb #a08829b7
 def _cell_label(v:float) -> str:

@@ -3,7 +3,7 @@ import json, time
 import numpy as np, pandas as pd, pytest, torch
 from fgflow.features import FEATURES
 from fgflow.phantoms import FACTORS, LABEL_RULES, factor_sd
-from fgflow.validation import (EFFECT_COLUMNS, FEATURE_FACTOR, METHODS, MODEL_COLUMNS, VERDICT_COLUMNS, ValidationError,
+from fgflow.validation import (study_scorecard, EFFECT_COLUMNS, FEATURE_FACTOR, METHODS, MODEL_COLUMNS, VERDICT_COLUMNS, ValidationError,
                                factor_effects, intervention_logits, mark_used, parse_seeds, read_study, rule_factors, run_study,
                                study_labels, study_split, summarize_study, truth)
 from fgflow.cli import main
@@ -85,6 +85,12 @@ def test_tiny_study_end_to_end(tmp_path, capsys):
     assert main(['study', '--seeds', '7', '--rules', 'all', '--work', str(work), '--out', str(out), '--config', 'tiny', '--quiet']) == 0
     assert time.perf_counter() - t0 < 300
     md, ef, vd, st = read_study(out)
+    printed = capsys.readouterr().out                                  # the scorecard of the held-out seed, one line per bar
+    card = study_scorecard(md, ef, vd, st)
+    assert 'heldout seeds [7] against the bars' in printed and len(card) >= 15
+    for _, r in card.iterrows(): assert f"{'met   ' if r.met else 'missed'}  {r.criterion}: {r.shown}  (bar {r.bar})" in printed
+    assert card.set_index('criterion').loc['fgf_null: power', 'value'] == summarize_study(md, ef, vd)['methods'].set_index('method').power['fgf_null'] or \
+        np.isnan(card.set_index('criterion').loc['fgf_null: power', 'value'])
     assert list(md.columns) == MODEL_COLUMNS and list(ef.columns) == EFFECT_COLUMNS and list(vd.columns) == VERDICT_COLUMNS
     plain = md[md.model == 'plain']
     assert sorted(plain.rule) == sorted(LABEL_RULES) and (plain.init == 'scratch').all()
