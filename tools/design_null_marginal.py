@@ -12,12 +12,15 @@ test cases, each tested by `maxt_test` against the seed's 39 null models (family
 - `M`: the mean cos² of the model's input gradient with the feature's (`point_statistics`' `M`, mask band 1 as fgf_null);
 - `unique`: the study's default, for reference (its figures differ from the committed study's: see below).
 The null models are taken at the epoch the study keeps (`best`) and at their last epoch (`last`).
+The rule of choice, written before any seed was scored: among the configurations with at most 5% false positives and
+at most one null-rule seed with a positive on the design seeds, the one with the highest power (ties: the true factor
+on top more often); it is scored once on held-out seeds (`--report`) and becomes the default only if it holds there.
 
 Nothing is read from the committed study: its models were trained with unseeded initial weights (11_validation, "The
 study") and cannot be rebuilt. So every seed's plain models, 39 null models and interventions (which factors each
 plain model *uses*, `mark_used` as the study) are made again here by the study's own functions, in WORK/seed_S with
 `run_seed`'s layout (a later `fgflow study --work WORK` reuses them). Resumable: finished models are reused, each
-seed's statistics are cached in OUT/per_seed/. Writes OUT/null_marginal.csv (design seeds) or, with `--report`, the one
+seed's statistics are cached in OUT/per_seed/ (with the test cases' feature values and every model's logits, SEED_values.npz). Writes OUT/null_marginal.csv (design seeds) or, with `--report`, the one
 configuration chosen on the design seeds scored once on held-out seeds, OUT/null_marginal_heldout.csv.
 """
 import argparse, functools, sys
@@ -72,6 +75,13 @@ def seed_tables(work:Path, seed:int, out:Path) -> tuple[pd.DataFrame, pd.DataFra
             rho = [abs(sst.spearmanr(logits[n], vals[f]).statistic) if np.ptp(vals[f]) > 0 else np.nan for f in NAMES]
             for stat, v in (('rho', rho), ('M', p.M.to_numpy()[:len(NAMES)]), ('unique', p.unique.to_numpy()[:len(NAMES)])):
                 rows.append(dict(seed=seed, model=n, epoch=epoch, statistic=stat, **dict(zip(NAMES, np.asarray(v, float)))))
+        if epoch == 'best':                                                     # kept for other value-space statistics
+            ln = {n: v for n, v in logits.items()}
+    last = {n: v for n, v in logits.items()}
+    fv = out/'per_seed'/f'{seed}_values.npz'; fv.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(fv) as tmp:
+        with open(tmp, 'wb') as fh: np.savez(fh, names=np.array(NAMES), values=vals[NAMES].to_numpy(), models=np.array(list(ln)),
+                                            logits_best=np.stack(list(ln.values())), logits_last=np.stack([last[n] for n in ln]))
     st = pd.DataFrame(rows); used = used.assign(seed=seed)
     fs.parent.mkdir(parents=True, exist_ok=True)
     for t, f in ((st, fs), (used, fu)):
