@@ -670,12 +670,13 @@ def summarize_study(models:pd.DataFrame, effects:pd.DataFrame, verdicts:pd.DataF
 
 # %% ../nbs/11_validation.ipynb #5c0e7a12
 SCORECARD_BARS = dict(auc=0.80, gap=0.08, null_auc=(0.4, 0.6), used=0.8, fpr=0.05, power=0.8, top=0.8, null_rule_share=0.2,
-                      reg_auc=-0.03, reg_3x=0.8, seconds=1800.)
+                      reg_auc=-0.03, reg_3x=0.8, wrong_raised=0.8, true_raised=0.2, seconds=1800.)
 
 def study_scorecard(models:pd.DataFrame, effects:pd.DataFrame, verdicts:pd.DataFrame, # read_study's tables
                     study:dict|None=None, # read_study's study.json (for the default method and the seconds per seed)
                     split:str|None='heldout', # 'design', 'heldout' or None (both)
                     bars:dict=SCORECARD_BARS,
+                    cross_sets:pd.DataFrame|None=None, # M of each model on the true and the wrong set (`tools/study_cross_sets.py`)
                    ) -> pd.DataFrame:
     "One row per acceptance bar: what it is about, the study's figure, the bar and whether the figure meets it."
     s = summarize_study(models, effects, verdicts, split)
@@ -709,6 +710,14 @@ def study_scorecard(models:pd.DataFrame, effects:pd.DataFrame, verdicts:pd.DataF
         if not t.M_S_3x_plain: continue                                     # no M_S measured
         n3, n = (int(v) for v in t.M_S_3x_plain.split(' of '))
         add('regularizer', f"{r}: reg_true M_S ≥ 3× plain, share of seeds", n3 / n, f"{n3} of {n} (3× reachable in {t.M_S_3x_reachable})", f"≥ {bars['reg_3x']:.0%}", n3 / n >= bars['reg_3x'])
+    if cross_sets is not None:
+        cs = cross_sets[(cross_sets.split == split) if split else True].pivot_table(index=['rule', 'seed'], columns=['model', 'set'], values='M')
+        for r in [r for r in LABEL_RULES if r in cs.index.get_level_values(0) and ('reg_wrong', 'wrong') in cs.columns]:
+            q = cs.loc[r].dropna(); n = len(q)
+            if not n: continue
+            w, t = int((q[('reg_wrong', 'wrong')] > q[('plain', 'wrong')]).sum()), int((q[('reg_wrong', 'true')] > q[('plain', 'true')]).sum())
+            add('regularizer', f"{r}: reg_wrong raises the wrong set's M, share of seeds", w / n, f"{w} of {n}", f"≥ {bars['wrong_raised']:.0%}", w / n >= bars['wrong_raised'])
+            add('regularizer', f"{r}: reg_wrong raises the true set's M, share of seeds", t / n, f"{t} of {n}", f"≤ {bars['true_raised']:.0%}", t / n <= bars['true_raised'])
     if study and study.get('seconds'):
         sec = {int(k): v['total'] for k, v in study['seconds'].items() if (split is None or seed_split(int(k)) == split) and 'total' in v}
         if sec: add('cost', 'seconds per seed, slowest', max(sec.values()), f"{max(sec.values()):.0f} (seed {max(sec, key=sec.get)})", f"≤ {bars['seconds']:.0f}", max(sec.values()) <= bars['seconds'])
