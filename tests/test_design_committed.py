@@ -154,3 +154,38 @@ def test_views_study_design_seeds_whole_and_quoted():
     assert (f"volume+elongation {mean(auc.loc['volume+elongation', 'test_auc']):.3f} against "
             f"{mean(c['auc'].set_index('rule').loc['volume+elongation', 'test_auc']):.3f}") in readme
     assert f"{100 * fn.false_positive_rate:.1f}% false positives against" in readme
+
+def test_marginal_null_statistics_whole_and_quoted():
+    "tools/design_null_marginal.py's design-seed files: every seed and model, the table's figures from the per-seed files, and what 11_validation quotes."
+    import sys
+    sys.path.insert(0, str(ROOT/'tools'))
+    from design_null_marginal import DERIVED, NAMES, verdicts
+    from design_null_statistic import _score
+    d = DESIGN/'marginal'
+    st = pd.concat([pd.read_csv(d/'per_seed'/f'{s}_stats.csv') for s in DESIGN_SEEDS])
+    used = pd.concat([pd.read_csv(d/'per_seed'/f'{s}_used.csv', keep_default_na=False, na_values=['']) for s in DESIGN_SEEDS])
+    assert (st.groupby(['seed', 'epoch', 'statistic']).size() == 4 + 39).all() and set(st.seed) == set(DESIGN_SEEDS)
+    for s in DESIGN_SEEDS: assert np.load(d/'per_seed'/f'{s}_values.npz')['values'].shape == (100, len(NAMES))
+    for k, (base, f) in DERIVED.items():
+        b = st[st.statistic == base].copy(); b[NAMES] = f(b[NAMES].to_numpy(float)); st = pd.concat([st, b.assign(statistic=k)])
+    t = _read_csv(d/'null_marginal.csv').set_index(['statistic', 'null_epoch'])
+    v = {}
+    for (stat, ep), row in t.iterrows():
+        v[stat, ep] = verdicts(st, used, stat, ep)
+        sc = _score(v[stat, ep])
+        for k in ('false_positive_rate', 'power', 'true_factor_on_top', 'null_rule_seeds_with_any', 'n_true'): assert row[k] == pytest.approx(sc[k]), (stat, ep, k)
+    text = _nb_text()
+    assert f"{100 * t.loc[('rho', 'best'), 'power']:.1f}% power ({round(t.loc[('rho', 'best'), 'power'] * 39)} of 39 pairs) and no false positive" in text
+    assert t.loc[('rho', 'best'), 'false_positive_rate'] == 0
+    assert f"against {100 * t.loc[('unique', 'best'), 'power']:.1f}% ({round(t.loc[('unique', 'best'), 'power'] * 39)} of 39) for the unique share" in text
+    assert f"finds {100 * t.loc[('atanh_rho', 'best'), 'power']:.1f}% ({round(t.loc[('atanh_rho', 'best'), 'power'] * 39)} of 39) at {100 * t.loc[('atanh_rho', 'best'), 'false_positive_rate']:.1f}% false positives" in text
+    # power over the five size features versus the other true factors, as the text says
+    for stat, n_size, n_other in (('rho', 0, 6), ('atanh_rho', 4, 7)):
+        tr = v[stat, 'best']; tr = tr[tr.rule_uses & tr.used]
+        assert (len(tr[tr.factor == 'size']), int(tr[tr.factor == 'size'].significant.sum())) == (25, n_size), stat
+        assert (len(tr[tr.factor != 'size']), int(tr[tr.factor != 'size'].significant.sum())) == (14, n_other), stat
+    r = st[(st.statistic == 'rho') & (st.epoch == 'best')]; nul = r[r.model.str.startswith('null_')]
+    assert f"median of {nul.volume.median():.2f}, and {100 * (nul.volume > 0.9).mean():.0f}% of them" in text
+    assert f"(mean HU: median {nul['mean'].median():.2f}, 90th percentile {nul['mean'].quantile(0.9):.2f}, against {r[r.model == 'intensity|plain']['mean'].min():.2f} and more" in text
+    vol = r[r.model == 'volume+elongation|plain'].volume
+    assert f"lie at {vol.min():.2f}–{vol.max():.2f}" in text
