@@ -187,5 +187,8 @@ def test_marginal_null_statistics_whole_and_quoted():
     r = st[(st.statistic == 'rho') & (st.epoch == 'best')]; nul = r[r.model.str.startswith('null_')]
     assert f"median of {nul.volume.median():.2f}, and {100 * (nul.volume > 0.9).mean():.0f}% of them" in text
     assert f"(mean HU: median {nul['mean'].median():.2f}, 90th percentile {nul['mean'].quantile(0.9):.2f}, against {r[r.model == 'intensity|plain']['mean'].min():.2f} and more" in text
+    readme = ' '.join((ROOT/'README.md').read_text().split())
+    assert (f"has a median of {nul.volume.median():.2f} over {len(nul)} such networks, and {100 * (nul.volume > 0.9).mean():.0f}% "
+            "are above 0.9") in readme
     vol = r[r.model == 'volume+elongation|plain'].volume
     assert f"lie at {vol.min():.2f}–{vol.max():.2f}" in text
