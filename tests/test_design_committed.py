@@ -192,3 +192,34 @@ def test_marginal_null_statistics_whole_and_quoted():
             "are above 0.9") in readme
     vol = r[r.model == 'volume+elongation|plain'].volume
     assert f"lie at {vol.min():.2f}–{vol.max():.2f}" in text
+
+def _views_heldout_rows() -> tuple[list[int], list[str]]:
+    "The held-out comparison table of the views study against the committed study on the same seeds, as 11_validation shows it."
+    from fgflow.validation import read_study
+    V, C = read_study(DESIGN.parent/'views'), read_study(DESIGN.parent)
+    seeds = sorted(int(s) for s, sp in V[3]['seeds'].items() if sp == 'heldout')
+    sel = lambda t: t[t.seed.isin(seeds)]
+    sv, sc = summarize_study(*V[:3], 'heldout'), summarize_study(*(sel(t) for t in C[:3]), 'heldout')
+    auc = lambda s, r: (float(s['auc'].set_index('rule').loc[r].test_auc.split(' ')[0]), s['auc'].set_index('rule').loc[r].gap)
+    used = lambda s, r, f: round(len(seeds) * s['used'].loc[f, r])
+    reg = lambda s, r: s['regularized'].set_index(['rule', 'model']).loc[(r, 'reg_true')].auc_minus_plain
+    n, rules = len(seeds), ('volume+elongation', 'intensity', 'position')
+    fm = lambda s: (lambda m: f"{100 * m.false_positive_rate:.1f}% / {100 * m.power:.1f}% / {100 * m.true_factor_on_top:.1f}% / "
+                              f"{int(m.null_rule_seeds_with_any)}")(s['methods'].set_index('method').loc['fgf_null'])
+    return seeds, [
+        "| plain AUC vol+elong / intensity / position (gap to Bayes) | " + " / ".join(f"{auc(sc, r)[0]:.3f} ({auc(sc, r)[1]:.3f})" for r in rules)
+        + " | " + " / ".join(f"{auc(sv, r)[0]:.3f} ({auc(sv, r)[1]:.3f})" for r in rules) + " |",
+        f"| elongation used (vol+elong), pos_x used (position) | {used(sc, 'volume+elongation', 'elongation')} of {n}, {used(sc, 'position', 'pos_x')} of {n} "
+        f"| {used(sv, 'volume+elongation', 'elongation')} of {n}, {used(sv, 'position', 'pos_x')} of {n} |",
+        f"| fgf_null false positives / power / true factor on top / null-rule seeds with a positive | {fm(sc)} | {fm(sv)} |",
+        f"| reg_true − plain, vol+elong / intensity | {reg(sc, 'volume+elongation'):+.3f} / {reg(sc, 'intensity'):+.3f} "
+        f"| {reg(sv, 'volume+elongation'):+.3f} / {reg(sv, 'intensity'):+.3f} |"]
+
+def test_views_heldout_table_is_the_files():
+    "Once the views study's held-out seeds are all in, 11_validation's comparison table is what the files say."
+    seeds, rows = _views_heldout_rows()
+    nb = json.loads((ROOT/'nbs'/'11_validation.ipynb').read_text())
+    md = '\n'.join(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'markdown')
+    if len(seeds) < 10: pytest.skip(f"the views study's held-out seeds are not all in ({seeds})")
+    assert f"**The views study on its {len(seeds)} held-out seeds ({seeds[0]}–{seeds[-1]}), run once" in md
+    for r in rows: assert r in md, r
