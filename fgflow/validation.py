@@ -711,7 +711,7 @@ def study_scorecard(models:pd.DataFrame, effects:pd.DataFrame, verdicts:pd.DataF
         n3, n = (int(v) for v in t.M_S_3x_plain.split(' of '))
         add('regularizer', f"{r}: reg_true M_S ≥ 3× plain, share of seeds", n3 / n, f"{n3} of {n} (3× reachable in {t.M_S_3x_reachable})", f"≥ {bars['reg_3x']:.0%}", n3 / n >= bars['reg_3x'])
     if cross_sets is not None:
-        cs = cross_sets[(cross_sets.split == split) if split else True].pivot_table(index=['rule', 'seed'], columns=['model', 'set'], values='M')
+        cs = (cross_sets[cross_sets.split == split] if split else cross_sets).pivot_table(index=['rule', 'seed'], columns=['model', 'set'], values='M')
         for r in [r for r in LABEL_RULES if r in cs.index.get_level_values(0) and ('reg_wrong', 'wrong') in cs.columns]:
             q = cs.loc[r].dropna(); n = len(q)
             if not n: continue
