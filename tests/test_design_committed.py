@@ -223,3 +223,14 @@ def test_views_heldout_table_is_the_files():
     if len(seeds) < 10: pytest.skip(f"the views study's held-out seeds are not all in ({seeds})")
     assert f"**The views study on its {len(seeds)} held-out seeds ({seeds[0]}–{seeds[-1]}), run once" in md
     for r in rows: assert r in md, r
+    from fgflow.validation import read_study, summarize_study as ss
+    V = read_study(DESIGN.parent/'views'); sec = [V[3]['seconds'][str(s)]['total'] for s in seeds]
+    assert f"Seconds per views seed: {min(sec):.0f}–{max(sec):.0f}" in md
+    sv = ss(*V[:3], 'heldout'); fn = sv['methods'].set_index('method').loc['fgf_null']; au = sv['auc'].set_index('rule')
+    rg = sv['regularized'].set_index(['rule', 'model'])
+    readme = ' '.join((ROOT/'README.md').read_text().split())
+    assert (f"closed position's gap to the Bayes AUC ({au.loc['position', 'gap']:.3f} against") in readme
+    assert (f"({rg.loc[('volume+elongation', 'reg_true'), 'auc_minus_plain']:.3f} and {rg.loc[('intensity', 'reg_true'), 'auc_minus_plain']:.3f} "
+            "against the plain models)").replace('-', '−') in readme
+    assert f"called {100 * fn.false_positive_rate:.1f}% of the unused features significant" in readme
+    assert f"a seed took {min(sec) / 60:.0f}–{max(sec) / 60:.0f} minutes" in readme
