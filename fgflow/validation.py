@@ -624,15 +624,19 @@ def _fmt_ms(v:pd.Series) -> str: return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
 
 def _count(v:pd.Series) -> str: return f"{int(v.sum())} of {int(v.notna().sum())}" if v.notna().any() else ''
 
-def _regularized_table(m:pd.DataFrame) -> pd.DataFrame:
-    "Per rule and model (plain, reg_true, reg_wrong): seeds, test AUC, AUC minus the seed's plain model, mean M_S, and for reg_true the seeds where M_S >= 3x plain, where 3x was reachable (plain M_S <= 1/3, as M <= 1), and where 1 - M_S fell at least threefold."
+def _regularized_rows(m:pd.DataFrame) -> pd.DataFrame:
+    "The plain, reg_true and reg_wrong rows with d_auc (minus the same seed's plain model) and, for reg_true (NaN elsewhere), x3 (M_S >= 3x plain), reach (plain M_S <= 1/3) and mis3 (1 - M_S fell threefold)."
     r = m[m.model.isin(['plain', 'reg_true', 'reg_wrong'])]
     pl = r[r.model == 'plain'].set_index(['seed', 'rule'])
     at, rt = list(zip(r.seed, r.rule)), (r.model == 'reg_true').to_numpy()
     mp, ms = pl.M_S.reindex(at).to_numpy(), r.M_S.to_numpy()
-    on = lambda ok: np.where(rt, ok.astype(float), np.nan)
-    r = r.assign(d_auc=r.test_auc.to_numpy() - pl.test_auc.reindex(at).to_numpy(),          # minus the same seed's plain model
-                 x3=on(ms >= 3 * mp), reach=on(mp <= 1 / 3), mis3=on(1 - mp >= 3 * (1 - ms)))
+    on = lambda ok: np.where(rt & np.isfinite(ms) & np.isfinite(mp), ok.astype(float), np.nan)
+    return r.assign(d_auc=r.test_auc.to_numpy() - pl.test_auc.reindex(at).to_numpy(),
+                    x3=on(ms >= 3 * mp), reach=on(mp <= 1 / 3), mis3=on(1 - mp >= 3 * (1 - ms)))
+
+def _regularized_table(m:pd.DataFrame) -> pd.DataFrame:
+    "Per rule and model (plain, reg_true, reg_wrong): seeds, test AUC, AUC minus the seed's plain model, mean M_S, and for reg_true the seeds where M_S >= 3x plain, where 3x was reachable (plain M_S <= 1/3, as M <= 1), and where 1 - M_S fell at least threefold."
+    r = _regularized_rows(m)
     return r.groupby(['rule', 'model'], sort=False).agg(
         seeds=('seed', 'nunique'), test_auc=('test_auc', _fmt_ms), auc_minus_plain=('d_auc', 'mean'), M_S=('M_S', 'mean'),
         M_S_3x_plain=('x3', _count), M_S_3x_reachable=('reach', _count), misalignment_3x_lower=('mis3', _count),
@@ -683,7 +687,7 @@ def study_scorecard(models:pd.DataFrame, effects:pd.DataFrame, verdicts:pd.DataF
     rows = []
     def add(about, criterion, value, shown, bar, met): rows.append(dict(about=about, criterion=criterion, value=value, shown=shown, bar=bar, met=bool(met)))
     for _, a in s['auc'].iterrows():
-        auc = float(a.test_auc.split(' ')[0])
+        auc = a.bayes_auc - a.gap                                            # the mean test AUC (test_auc is 'mean ± sd' text)
         if a.rule == 'null': add('learnability', 'plain test AUC, null rule', auc, f"{auc:.3f}", f"{bars['null_auc'][0]:g}–{bars['null_auc'][1]:g}",
                                  bars['null_auc'][0] <= auc <= bars['null_auc'][1])
         else: add('learnability', f"plain test AUC, {a.rule}", auc, f"{auc:.3f} (Bayes {a.bayes_auc:.3f}, gap {a.gap:.3f})",
@@ -703,13 +707,14 @@ def study_scorecard(models:pd.DataFrame, effects:pd.DataFrame, verdicts:pd.DataF
         add('significance', f"{meth}: true factor on top", t.true_factor_on_top, f"{t.true_factor_on_top:.1%} of {int(t.n_cases)} cases", f"≥ {bars['top']:.0%}", t.true_factor_on_top >= bars['top'])
         sh = t.null_rule_seeds_with_any / max(seeds, 1)
         add('significance', 'null rule: seeds with any positive', sh, f"{int(t.null_rule_seeds_with_any)} of {seeds}", f"≤ {bars['null_rule_share']:.0%} of seeds", sh <= bars['null_rule_share'])
-    rg = s['regularized'].set_index(['rule', 'model'])
-    for r in [r for r, m in rg.index if m == 'reg_true']:
-        t = rg.loc[(r, 'reg_true')]
-        add('regularizer', f"{r}: reg_true AUC − plain", t.auc_minus_plain, f"{t.auc_minus_plain:+.3f}", f"≥ {bars['reg_auc']:+g}", t.auc_minus_plain >= bars['reg_auc'])
-        if not t.M_S_3x_plain: continue                                     # no M_S measured
-        n3, n = (int(v) for v in t.M_S_3x_plain.split(' of '))
-        add('regularizer', f"{r}: reg_true M_S ≥ 3× plain, share of seeds", n3 / n, f"{n3} of {n} (3× reachable in {t.M_S_3x_reachable})", f"≥ {bars['reg_3x']:.0%}", n3 / n >= bars['reg_3x'])
+    rr = _regularized_rows(models[models.split == split] if split else models)
+    for r, t in rr[rr.model == 'reg_true'].groupby('rule', sort=False):
+        d = t.d_auc.mean()
+        add('regularizer', f"{r}: reg_true AUC − plain", d, f"{d:+.3f}", f"≥ {bars['reg_auc']:+g}", d >= bars['reg_auc'])
+        n = int(t.x3.notna().sum())
+        if not n: continue                                                   # no M_S measured
+        n3 = int(t.x3.sum())
+        add('regularizer', f"{r}: reg_true M_S ≥ 3× plain, share of seeds", n3 / n, f"{n3} of {n} (3× reachable in {int(t.reach.sum())} of {n})", f"≥ {bars['reg_3x']:.0%}", n3 / n >= bars['reg_3x'])
     if cross_sets is not None:
         cs = (cross_sets[cross_sets.split == split] if split else cross_sets).pivot_table(index=['rule', 'seed'], columns=['model', 'set'], values='M')
         for r in [r for r in LABEL_RULES if r in cs.index.get_level_values(0) and ('reg_wrong', 'wrong') in cs.columns]:

@@ -193,8 +193,8 @@ def test_marginal_null_statistics_whole_and_quoted():
     vol = r[r.model == 'volume+elongation|plain'].volume
     assert f"lie at {vol.min():.2f}–{vol.max():.2f}" in text
 
-def _views_heldout_rows() -> tuple[list[int], list[str]]:
-    "The held-out comparison table of the views study against the committed study on the same seeds, as 11_validation shows it."
+def _views_heldout_rows() -> tuple[list[int], list[str], dict, dict]:
+    "The held-out comparison table of the views study against the committed study on the same seeds, as 11_validation shows it; the seeds, the rows, the views study's summary and study.json."
     from fgflow.validation import read_study
     V, C = read_study(DESIGN.parent/'views'), read_study(DESIGN.parent)
     seeds = sorted(int(s) for s, sp in V[3]['seeds'].items() if sp == 'heldout')
@@ -213,20 +213,19 @@ def _views_heldout_rows() -> tuple[list[int], list[str]]:
         f"| {used(sv, 'volume+elongation', 'elongation')} of {n}, {used(sv, 'position', 'pos_x')} of {n} |",
         f"| fgf_null false positives / power / true factor on top / null-rule seeds with a positive | {fm(sc)} | {fm(sv)} |",
         f"| reg_true − plain, vol+elong / intensity | {reg(sc, 'volume+elongation'):+.3f} / {reg(sc, 'intensity'):+.3f} "
-        f"| {reg(sv, 'volume+elongation'):+.3f} / {reg(sv, 'intensity'):+.3f} |"]
+        f"| {reg(sv, 'volume+elongation'):+.3f} / {reg(sv, 'intensity'):+.3f} |"], sv, V[3]
 
 def test_views_heldout_table_is_the_files():
     "Once the views study's held-out seeds are all in, 11_validation's comparison table is what the files say."
-    seeds, rows = _views_heldout_rows()
+    seeds, rows, sv, st = _views_heldout_rows()
     nb = json.loads((ROOT/'nbs'/'11_validation.ipynb').read_text())
     md = '\n'.join(''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'markdown')
     if len(seeds) < 10: pytest.skip(f"the views study's held-out seeds are not all in ({seeds})")
     assert f"**The views study on its {len(seeds)} held-out seeds ({seeds[0]}–{seeds[-1]}), run once" in md
     for r in rows: assert r in md, r
-    from fgflow.validation import read_study, summarize_study as ss
-    V = read_study(DESIGN.parent/'views'); sec = [V[3]['seconds'][str(s)]['total'] for s in seeds]
+    sec = [st['seconds'][str(s)]['total'] for s in seeds]
     assert f"Seconds per views seed: {min(sec):.0f}–{max(sec):.0f}" in md
-    sv = ss(*V[:3], 'heldout'); fn = sv['methods'].set_index('method').loc['fgf_null']; au = sv['auc'].set_index('rule')
+    fn = sv['methods'].set_index('method').loc['fgf_null']; au = sv['auc'].set_index('rule')
     rg = sv['regularized'].set_index(['rule', 'model'])
     readme = ' '.join((ROOT/'README.md').read_text().split())
     assert (f"closed position's gap to the Bayes AUC ({au.loc['position', 'gap']:.3f} against") in readme
