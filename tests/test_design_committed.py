@@ -233,3 +233,16 @@ def test_views_heldout_table_is_the_files():
             "against the plain models)").replace('-', '−') in readme
     assert f"called {100 * fn.false_positive_rate:.1f}% of the unused features significant" in readme
     assert f"a seed took {min(sec) / 60:.0f}–{max(sec) / 60:.0f} minutes" in readme
+
+
+def test_train_auto_cli_defaults_quoted():
+    "nbs/results/train_auto_cli_defaults.csv (tools/check_auto_cli.py) is whole and says what the README says of it."
+    d = pd.read_csv(ROOT/'nbs'/'results'/'train_auto_cli_defaults.csv')
+    pl, au = (d[d.model == m].set_index('cohort_seed').sort_index() for m in ('plain', 'auto'))
+    assert list(pl.index) == list(au.index) == [57, 58, 59, 60] and (d.n_lines == 40).all()
+    diff = au.test_auc - pl.test_auc
+    readme = ' '.join((ROOT/'README.md').read_text().split())
+    assert (f"gave test AUCs within {diff.abs().max():.3f} of plain training's (mean {diff.mean():.3f}, 40 test cases each)"
+            .replace('-', '−')) in readme
+    assert f"to {au.M_S.min():.2f}–{au.M_S.max():.2f} (plain: at most {pl.M_S.max():.3f})" in readme
+    assert (au.M_volume / au.M_S).min() > 0.99                  # "almost all of it volume"
