@@ -315,6 +315,7 @@ def _describe(model:nn.Module, names:list[str]) -> str:
 def check_coupling(model:nn.Module, # maps (B, ...) to (B,) logits
                    x:Tensor, # a batch of at least 2 inputs
                    strict:bool=True, # raise `CouplingError` if samples interact in eval mode
+                   penalty:bool=True, # a penalty will use the gradients: warn of training-mode coupling (else only log it)
                   ) -> dict[str, list[str]]:
     "Whether a sample's logit depends on other samples, in training and in eval mode: logs, warns or raises, and returns the modules."
     with _eval_mode(model): ev = sample_coupling(model, x)
@@ -328,9 +329,10 @@ def check_coupling(model:nn.Module, # maps (B, ...) to (B,) logits
                f"gradient is not its own, and fgflow cannot make it per-sample (use per-sample layers such as GroupNorm, or BatchNorm)")
         if strict: raise CouplingError(msg)
         warnings.warn(msg)
-    elif tr:
+    elif tr and penalty:
         warnings.warn(f"the model couples the samples of a batch in training mode through {_describe(model, tr)}; "
                       f"the penalty aligns each sample's eval-mode gradient (running statistics), which is its own")
+    elif tr: _log.info(f"coupling check: samples of a batch interact in training mode only, through {_describe(model, tr)} (no penalty)")
     else: _log.info("coupling check: no sample's logit depends on another sample (training and eval mode)")
     return {'train': tr, 'eval': ev}
 
@@ -656,7 +658,7 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
     model.to(device).train()
     # once at start: does a sample's logit depend on other samples? (warns/logs; refuses eval-mode mixing when lam > 0)
     probe = torch.stack([train_data[i][0] for i in range(min(4, len(train_data)))]).to(device)
-    check_coupling(model, probe, strict=lam > 0)
+    check_coupling(model, probe, strict=lam > 0, penalty=lam > 0)
     if lam > 0 and penalty_method == 'finite_difference' and bool(torch.isfinite(probe).all()):   # (non-finite inputs stop at their batch)
         check_finite_difference(model, probe, feats.gradients(probe))
     share = lam > 0 and not d.on and _mode_free(model, probe)  # the BCE's forward serves the penalty (one-sided difference)
