@@ -15,7 +15,7 @@ runs/ARCH_plain and runs/ARCH_auto), everything else equal; `--size` and `--spac
 (cached in cache_SIZE_SPACING, runs in runs/..._SIZE_SPACING). Run one process per cohort on a 2-core machine (1 torch
 thread each).
 """
-import argparse, json, os, subprocess, sys
+import argparse, json, os, subprocess
 from pathlib import Path
 
 import pandas as pd
