@@ -246,3 +246,14 @@ def test_train_auto_cli_defaults_quoted():
             .replace('-', '−')) in readme
     assert f"to {au.M_S.min():.2f}–{au.M_S.max():.2f} (plain: at most {pl.M_S.max():.3f})" in readme
     assert (au.M_volume / au.M_S).min() > 0.99                  # "almost all of it volume"
+
+
+def test_train_auto_cli_resnet10_quoted():
+    "nbs/results/train_auto_cli_resnet10.csv (tools/check_auto_cli.py --arch monai.resnet10) says what the README says of it."
+    d = pd.read_csv(ROOT/'nbs'/'results'/'train_auto_cli_resnet10.csv')
+    pl, au = (d[d.model == m].set_index('cohort_seed').sort_index() for m in ('plain', 'auto'))
+    assert list(pl.index) == list(au.index) == [57, 58] and (d.arch == 'monai.resnet10').all() and (d.max_epochs == 10).all()
+    diff = (au.test_auc - pl.test_auc).round(3)
+    readme = ' '.join((ROOT/'README.md').read_text().split())
+    assert f"changed the test AUC by {diff[57]:+.3f} and {diff[58]:+.3f}".replace('-', '−') in readme
+    assert f"from {pl.M_S[57]:.3f} to {au.M_S[57]:.3f} and from {pl.M_S[58]:.3f} to {au.M_S[58]:.3f}" in readme
