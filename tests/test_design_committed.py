@@ -159,15 +159,14 @@ def test_marginal_null_statistics_whole_and_quoted():
     "tools/design_null_marginal.py's design-seed files: every seed and model, the table's figures from the per-seed files, and what 11_validation quotes."
     import sys
     sys.path.insert(0, str(ROOT/'tools'))
-    from design_null_marginal import DERIVED, NAMES, verdicts
+    from design_null_marginal import NAMES, verdicts, with_derived
     from design_null_statistic import _score
     d = DESIGN/'marginal'
     st = pd.concat([pd.read_csv(d/'per_seed'/f'{s}_stats.csv') for s in DESIGN_SEEDS])
     used = pd.concat([pd.read_csv(d/'per_seed'/f'{s}_used.csv', keep_default_na=False, na_values=['']) for s in DESIGN_SEEDS])
     assert (st.groupby(['seed', 'epoch', 'statistic']).size() == 4 + 39).all() and set(st.seed) == set(DESIGN_SEEDS)
     for s in DESIGN_SEEDS: assert np.load(d/'per_seed'/f'{s}_values.npz')['values'].shape == (100, len(NAMES))
-    for k, (base, f) in DERIVED.items():
-        b = st[st.statistic == base].copy(); b[NAMES] = f(b[NAMES].to_numpy(float)); st = pd.concat([st, b.assign(statistic=k)])
+    st = with_derived(st)
     t = _read_csv(d/'null_marginal.csv').set_index(['statistic', 'null_epoch'])
     v = {}
     for (stat, ep), row in t.iterrows():
@@ -200,7 +199,7 @@ def _views_heldout_rows() -> tuple[list[int], list[str], dict, dict]:
     seeds = sorted(int(s) for s, sp in V[3]['seeds'].items() if sp == 'heldout')
     sel = lambda t: t[t.seed.isin(seeds)]
     sv, sc = summarize_study(*V[:3], 'heldout'), summarize_study(*(sel(t) for t in C[:3]), 'heldout')
-    auc = lambda s, r: (float(s['auc'].set_index('rule').loc[r].test_auc.split(' ')[0]), s['auc'].set_index('rule').loc[r].gap)
+    auc = lambda s, r: (lambda a: (a.bayes_auc - a.gap, a.gap))(s['auc'].set_index('rule').loc[r])   # mean test AUC, not its 'mean ± sd' text
     used = lambda s, r, f: round(len(seeds) * s['used'].loc[f, r])
     reg = lambda s, r: s['regularized'].set_index(['rule', 'model']).loc[(r, 'reg_true')].auc_minus_plain
     n, rules = len(seeds), ('volume+elongation', 'intensity', 'position')

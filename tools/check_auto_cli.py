@@ -10,15 +10,17 @@ types, every option at its default: `fgflow prepare --nifti raw/nifti --clinical
 `fgflow measure --features volume,elongation --sets S=volume,elongation` on each model's test split. Resumable: every
 step whose output exists is skipped. Writes one row per cohort and model to OUT.csv (test AUC with its interval, the
 kept epoch, M_S and each feature's M along the flow lines, the lines that were undefined, at the domain's edge or not
-reached, training seconds from the history). `--arch` trains another network of `fgflow train --arch` instead (its runs in
-runs/ARCH_plain and runs/ARCH_auto), everything else equal; `--size` and `--spacing` give `fgflow prepare` other crops
-(cached in cache_SIZE_SPACING, runs in runs/..._SIZE_SPACING); `--epochs` caps both trainings (runs/..._eN). Run one process per cohort on a 2-core machine (1 torch
-thread each).
+reached, training seconds from the history). `--arch` trains another network of `fgflow train --arch` instead (its
+runs in runs/ARCH_plain and runs/ARCH_auto), everything else equal; `--size` and `--spacing` give `fgflow prepare` other
+crops (cached in cache_SIZE_SPACING, runs in runs/..._SIZE_SPACING); `--epochs` caps both trainings (runs/..._eN). Run
+one process per cohort on a 2-core machine (1 torch thread each).
 """
 import argparse, json, os, subprocess
 from pathlib import Path
 
 import pandas as pd
+
+from fgflow.train import load_checkpoint
 
 MODELS = {'plain': [], 'auto': ['--lam', 'auto']}
 
@@ -49,9 +51,10 @@ def cohort_rows(work:Path, seed:int, n:int=200, arch:str='fgflownet', size:int|N
             _run(['fgflow', 'measure', '--cache', cache, '--checkpoint', f'runs/{r}/best.pt', '--out', f'meas/{r}',
                   '--features', 'volume,elongation', '--sets', 'S=volume,elongation', '--quiet'], w)
         tj = json.loads((w/'runs'/r/'train.json').read_text())
+        cfg = load_checkpoint(w/'runs'/r/'last.pt')['config']                  # what the run was given (fgflow train's defaults included)
         h = pd.read_csv(w/'runs'/r/'history.csv')
         t = pd.read_csv(w/'meas'/r/'measure.csv').set_index('name')
-        rows.append(dict(cohort_seed=seed, n_cases=n, arch=arch, crop=f'{size or 64}^3 at {spacing or 1:g} mm', max_epochs=epochs or 30, model=m, test_auc=tj['test_auc'], test_ci_lo=tj['test_ci_lo'],
+        rows.append(dict(cohort_seed=seed, n_cases=n, arch=arch, crop=f'{size or 64}^3 at {spacing or 1:g} mm', max_epochs=cfg['epochs'], model=m, test_auc=tj['test_auc'], test_ci_lo=tj['test_ci_lo'],
                          test_ci_hi=tj['test_ci_hi'], best_epoch=tj['best_epoch'], epochs_run=len(h),
                          M_S=t.loc['S', 'M'], M_volume=t.loc['volume', 'M'], M_elongation=t.loc['elongation', 'M'],
                          n_lines=int(t.loc['S', 'n_points']), n_undefined=int(t.n_undefined.sum()), n_at_edge=int(t.n_at_edge.sum()),
@@ -74,9 +77,6 @@ def main(argv=None):
     out = Path(a.out)
     if out.exists():                                            # keep the other cohorts' and networks' rows
         old = pd.read_csv(out)
-        if 'arch' not in old: old.insert(2, 'arch', 'fgflownet')
-        if 'crop' not in old: old.insert(3, 'crop', '64^3 at 1 mm')
-        if 'max_epochs' not in old: old.insert(4, 'max_epochs', 30)
         keep = ~(old.cohort_seed.isin(new.cohort_seed) & (old.arch == a.arch) & old.crop.isin(new.crop) & old.max_epochs.isin(new.max_epochs))
         new = pd.concat([old[keep], new]).sort_values(['arch', 'crop', 'cohort_seed', 'model'], ascending=[True, True, True, False])
     new.to_csv(out, index=False)

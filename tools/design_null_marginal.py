@@ -46,6 +46,12 @@ NAMES, CFG = list(FEATURES), STUDY_CONFIG
 STATS, EPOCHS = ('rho', 'M', 'unique', 'atanh_rho'), ('best', 'last')
 DERIVED = {'atanh_rho': ('rho', lambda v: np.arctanh(np.clip(v, 0., 1. - 1e-6)))}   # statistic -> (from, transform)
 
+def with_derived(st:pd.DataFrame) -> pd.DataFrame:
+    "The statistics table with the rows of every DERIVED statistic added (computed from its base statistic's rows)."
+    for derived, (base, f) in DERIVED.items():
+        d = st[st.statistic == base].copy(); d[NAMES] = f(d[NAMES].to_numpy(float)); st = pd.concat([st, d.assign(statistic=derived)])
+    return st
+
 def _load(p:Path) -> torch.nn.Module:
     m = study_model(CFG); m.load_state_dict(load_checkpoint(p)['model']); return m.eval()
 
@@ -117,9 +123,7 @@ def main(a):
         if any(s not in DESIGN_SEEDS for s in seeds): raise SystemExit(f"design seeds only ({list(DESIGN_SEEDS)})")
         configs, name = [(s, e) for s in STATS for e in EPOCHS], 'null_marginal.csv'
     per = [seed_tables(work/f'seed_{s}', s, out) for s in seeds]
-    st, used = pd.concat([p[0] for p in per]), pd.concat([p[1] for p in per])
-    for derived, (base, f) in DERIVED.items():
-        d = st[st.statistic == base].copy(); d[NAMES] = f(d[NAMES].to_numpy(float)); st = pd.concat([st, d.assign(statistic=derived)])
+    st, used = with_derived(pd.concat([p[0] for p in per])), pd.concat([p[1] for p in per])
     rows = []
     for stat, epoch in configs:
         v = verdicts(st, used, stat, epoch)
