@@ -4,17 +4,91 @@
 
 # %% ../nbs/02_model.ipynb #e28fcad7
 from __future__ import annotations
-import torch, torch.nn as nn
+import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
 from .io import FGFlowError
 
 # %% auto #0
-__all__ = ['ARCHS', 'FGFNet3D', 'ModelError', 'LogitHead', 'build_model', 'model_spec']
+__all__ = ['ARCHS', 'FGFConv3d', 'FGFNet3D', 'ModelError', 'LogitHead', 'build_model', 'model_spec']
+
+# %% ../nbs/02_model.ipynb #c0a1d2e4
+_cbw = torch.ops.aten.convolution_backward
+_TAPS = {(0, 0): 1, (1, 0): 2, (1, 1): 0}   # (parity, offset) -> tap of a stride-2, 3-tap, padding-1 kernel, per axis
+
+def _conv_bw(gy:Tensor, x:Tensor, W:Tensor, st:list, pd:list, mask:list) -> tuple:
+    "aten's convolution_backward of a bias-free, undilated, ungrouped 3D convolution (autograd's own kernel)."
+    return _cbw(gy, x, W, None, st, pd, [1, 1, 1], False, [0, 0, 0], 1, mask)
+
+def _input_grad_s2(gy:Tensor, W:Tensor, shape) -> Tensor:
+    "Input gradient of a stride-2, padding-1, 3³ convolution: one stride-1 2³ convolution over the 8 parities, then a pixel shuffle."
+    B, Co, D, H, Wd = gy.shape; Ci = W.shape[1]
+    K = W.new_zeros(2, 2, 2, Ci, Co, 2, 2, 2)
+    for (pd, od), kd in _TAPS.items():
+        for (ph, oh), kh in _TAPS.items():
+            for (pw, ow), kw in _TAPS.items(): K[pd, ph, pw, :, :, od, oh, ow] = W[:, :, kd, kh, kw].T
+    y = F.conv3d(F.pad(gy, (0, 1, 0, 1, 0, 1)), K.reshape(8 * Ci, Co, 2, 2, 2))
+    g = y.view(B, 2, 2, 2, Ci, D, H, Wd).permute(0, 4, 5, 1, 6, 2, 7, 3).reshape(B, Ci, 2 * D, 2 * H, 2 * Wd)
+    return g[:, :, :shape[2], :shape[3], :shape[4]]
+
+def _shuffle_faster(x:Tensor, W:Tensor, st:list, pd:list) -> bool:
+    "Where `_input_grad_s2` beats oneDNN (measured): CPU, stride 2, padding 1, 3³ kernel, at most 4 input channels."
+    return x.device.type == 'cpu' and st == [2, 2, 2] and pd == [1, 1, 1] and tuple(W.shape[2:]) == (3, 3, 3) and W.shape[1] <= 4
+
+class _ConvInputGrad(torch.autograd.Function):
+    "The input gradient of a convolution as a differentiable function of (gy, W), with closed-form second derivatives."
+    @staticmethod
+    def forward(ctx, gy, x, W, st, pd):
+        ctx.save_for_backward(gy, W); ctx.st, ctx.pd = st, pd
+        return _input_grad_s2(gy, W, x.shape) if _shuffle_faster(x, W, st, pd) else _conv_bw(gy, x, W, st, pd, [True, False, False])[0]
+    @staticmethod
+    def backward(ctx, U):
+        gy, W = ctx.saved_tensors
+        Lgy = F.conv3d(U, W, None, ctx.st, ctx.pd) if ctx.needs_input_grad[0] else None          # adjoint of the transposed conv
+        LW = _conv_bw(gy, U, W, ctx.st, ctx.pd, [False, True, False])[1] if ctx.needs_input_grad[2] else None
+        return Lgy, None, LW, None, None
+
+def _plain_tensor(t:Tensor) -> bool:
+    "Not a torch.func (vmap, grad, ...) wrapper: there autograd.Functions need other rules, and nn.Conv3d's code runs."
+    try: return not torch._C._functorch.is_functorch_wrapped_tensor(t)
+    except Exception: return False
+
+def _wanted(t:Tensor) -> bool:
+    "Whether the running backward pass needs the gradient of `t` (autograd skips the others; a Function must ask)."
+    try: return bool(torch._C._will_engine_execute_node(torch.autograd.graph.get_gradient_edge(t).node))
+    except Exception: return True
+
+class _Conv3d(torch.autograd.Function):
+    "F.conv3d (bias-free) with autograd's first derivatives and `_ConvInputGrad` when the input gradient needs a graph."
+    @staticmethod
+    def forward(ctx, x, W, st, pd):
+        ctx.save_for_backward(x, W); ctx.st, ctx.pd = st, pd
+        return F.conv3d(x, W, None, st, pd)
+    @staticmethod
+    def backward(ctx, gy):
+        x, W = ctx.saved_tensors
+        nx, nw = ctx.needs_input_grad[0] and _wanted(x), ctx.needs_input_grad[1] and _wanted(W)
+        if not torch.is_grad_enabled():                                   # first derivatives: autograd's kernel, bit for bit
+            gx, gw, _ = _conv_bw(gy, x, W, ctx.st, ctx.pd, [nx, nw, False])
+            return gx, gw, None, None
+        if nw:                                                            # a graph of the weight gradient: autograd's own
+            with torch.enable_grad():
+                gx, gw = torch.autograd.grad(F.conv3d(x, W, None, ctx.st, ctx.pd), [x, W], gy, create_graph=True, allow_unused=True)
+            return (gx if nx else None), gw, None, None
+        return (_ConvInputGrad.apply(gy, x, W, ctx.st, ctx.pd) if nx else None), None, None, None
+
+class FGFConv3d(nn.Conv3d):
+    "nn.Conv3d whose input gradient, when differentiated again (double backprop), takes faster kernels; same weights and numbers."
+    def _conv_forward(self, input:Tensor, weight:Tensor, bias:Tensor|None) -> Tensor:
+        st, pd = list(self.stride), self.padding
+        if (bias is None and self.groups == 1 and self.padding_mode == 'zeros' and tuple(self.dilation) == (1, 1, 1) and not isinstance(pd, str)
+                and input.requires_grad and torch.is_grad_enabled() and _shuffle_faster(input, weight, st, list(pd)) and _plain_tensor(input)):
+            return _Conv3d.apply(input, weight, st, list(pd))              # (elsewhere autograd's own nodes cost nothing extra)
+        return super()._conv_forward(input, weight, bias)
 
 # %% ../nbs/02_model.ipynb #60ae1eed
 def _block(cin:int, cout:int, stride:int, groups:int=4) -> nn.Sequential:
     "3x3x3 conv -> GroupNorm -> SiLU."
-    return nn.Sequential(nn.Conv3d(cin, cout, 3, stride=stride, padding=1, bias=False),
+    return nn.Sequential(FGFConv3d(cin, cout, 3, stride=stride, padding=1, bias=False),
                          nn.GroupNorm(min(groups, cout), cout), nn.SiLU())
 
 # %% ../nbs/02_model.ipynb #b6c6694b

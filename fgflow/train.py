@@ -139,12 +139,14 @@ def _alignment(gf:Tensor, G:Tensor, P:Tensor) -> tuple[Tensor, Tensor]:
     ok = (g2 > 0) & (P.diagonal(dim1=1, dim2=2) > 0).any(1)
     return torch.where(ok, (c * w).sum(1) / torch.where(ok, g2, torch.ones_like(g2)), torch.full_like(g2, float('nan'))), w
 
-def _defined_penalty(gf:Tensor, G:Tensor, P:Tensor) -> tuple[Tensor, Tensor]:
-    "Mean of (1 - a) over samples with defined alignment, and the mask of those samples."
-    a = _alignment(gf, G, P)[0].to(gf.dtype)           # undefined (NaN) samples get no gradient
-    ok = torch.isfinite(a.detach())
-    if not ok.any(): return gf.sum() * 0., ok
-    return (1 - a[ok]).mean(), ok
+class _Pull(torch.autograd.Function):
+    "Zero, with gradient `U` in `g`: carries a fixed dL/dg back through the graph of g (the double-backprop term)."
+    @staticmethod
+    def forward(ctx, g:Tensor, U:Tensor) -> Tensor: ctx.save_for_backward(U); return g.new_zeros(())
+    @staticmethod
+    def backward(ctx, grad:Tensor):
+        U, = ctx.saved_tensors
+        return (U if bool(grad == 1) else grad * U), None
 
 # %% ../nbs/05_train.ipynb #1e57dc54
 _PWL = (nn.ReLU, nn.LeakyReLU)
@@ -211,10 +213,13 @@ def fgf_penalty(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits; per-samp
 
 def _reg_loss(model:nn.Module, x:Tensor, G:Tensor, P:Tensor, t:Tensor|None, lam:float, method:str="finite_difference",
               h:float=0.1, base:tuple|None=None) -> tuple[Tensor, float, float]:
-    """λ·(fgf penalty + sign penalty) whose weight gradient is the exact terms' (double backprop) or their directional
-    derivative along one summed direction (finite difference); (term, penalty, sign penalty). `base` = (x with
-    requires_grad, its logits with graph, frozen pattern) reuses the loss forward (mode-free models only)."""
-    B = len(x); Gf = G.detach().flatten(2).to(x.dtype)
+    """λ·(fgf penalty + sign penalty) and its weight gradient: both terms are functions of ∇f, and U = their gradient in ∇f
+    is pushed back through the graph of ∇f (double backprop: exact) or taken as the directional derivative along U
+    (finite difference); (term, penalty, sign penalty). `base` = (x with requires_grad, its logits with graph, frozen
+    pattern) reuses the loss forward (mode-free models only)."""
+    if method not in ("finite_difference", "double_backprop"):
+        raise TrainingError(f"method must be 'finite_difference' or 'double_backprop', found {method!r}")
+    B = len(x); Gf = G.detach().flatten(2).to(x.dtype); db = method == "double_backprop"
     tf = t.flatten(1).to(x.dtype) if t is not None else None
     def _sign(gf, gn):
         if tf is None: return gf.new_zeros(()), None
@@ -222,18 +227,12 @@ def _reg_loss(model:nn.Module, x:Tensor, G:Tensor, P:Tensor, t:Tensor|None, lam:
         act = ok & (dd.detach() < 0); inv = torch.where(ok, 1 / torch.where(ok, gn, 1.), 0.)
         return torch.where(act, -dd * inv, 0.).sum() / B, torch.where(act, inv, 0.)
     with (nullcontext() if base else _eval_mode(model)):
-        if method == "double_backprop":
-            if base: gf, = torch.autograd.grad(base[1].sum(), base[0], create_graph=True)
-            else: gf = input_gradients(model, x.detach().requires_grad_(True), create_graph=True)
-            gf = gf.flatten(1)
-            pen = _defined_penalty(gf, Gf, P)[0]; spen = _sign(gf, gf.detach().norm(dim=1))[0]
-            return lam * (pen + spen), float(pen.detach()), float(spen.detach())
-        if method != "finite_difference": raise TrainingError(f"method must be 'finite_difference' or 'double_backprop', found {method!r}")
-        if base: xr, f0, pat = base; gf, = torch.autograd.grad(f0.sum(), xr, retain_graph=True)
+        if base: xr, f0, pat = base; gf, = torch.autograd.grad(f0.sum(), xr, retain_graph=True, create_graph=db)
+        elif db: gf = input_gradients(model, x.detach().requires_grad_(True), create_graph=True)
         else:
             pat = _FrozenPattern(model)
             with pat.record(): gf = input_gradients(model, x)
-        gf = gf.flatten(1)
+        gg, gf = gf.flatten(1), gf.detach().flatten(1)                   # gg: with its graph (double backprop)
         a, w = _alignment(gf, Gf, P); ok = torch.isfinite(a); n = int(ok.sum())
         g2 = (gf * gf).sum(1)
         a0, w0 = torch.where(ok, a, 0.).to(gf.dtype), torch.where(ok[:, None], w, 0.).to(gf.dtype)
@@ -244,6 +243,7 @@ def _reg_loss(model:nn.Module, x:Tensor, G:Tensor, P:Tensor, t:Tensor|None, lam:
         if inv is not None: U.sub_(inv[:, None] / B * tf)                # dspen/dgf = -t/(B |gf|) where f falls along t
         U.mul_(lam); nu = U.norm(dim=1)
         if not bool((nu > 0).any()): return sum(q.sum() * 0. for q in model.parameters()) + lam * float(spen) + lam * pen, pen, float(spen)
+        if db: return _Pull.apply(gg, U) + lam * (pen + float(spen)), pen, float(spen)
         x0 = x.detach()
         step = _fd_step(x0, h)                                            # (B,) h * RMS(x_b)
         v = (U * (step / nu.clamp_min(torch.finfo(U.dtype).tiny))[:, None]).view_as(x0)
