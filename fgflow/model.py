@@ -48,8 +48,8 @@ class _ConvInputGrad(torch.autograd.Function):
         return Lgy, None, LW, None, None
 
 def _plain_tensor(t:Tensor) -> bool:
-    "Not a torch.func (vmap, grad, ...) wrapper: there autograd.Functions need other rules, and nn.Conv3d's code runs."
-    try: return not torch._C._functorch.is_functorch_wrapped_tensor(t)
+    "Not a torch.func (vmap, grad, ...) wrapper nor under autocast: there nn.Conv3d's own code runs."
+    try: return not torch._C._functorch.is_functorch_wrapped_tensor(t) and not torch.is_autocast_enabled(t.device.type)
     except Exception: return False
 
 def _wanted(t:Tensor) -> bool:
