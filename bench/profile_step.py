@@ -1,4 +1,4 @@
-"""Where the time of a finite-difference penalty step goes (issue 18), against a plain step, one process.
+"""Where the time of a finite-difference (and a double-backprop) penalty step goes (issue 18), against a plain step, one process.
 
     python -m bench.profile_step                      # 8x2x48^3, FGFNet3D width 8 depth 4 (bench row 3)
     python -m bench.profile_step --size 4 64 16       # batch, edge, width
@@ -8,14 +8,16 @@ split into its stages: the forward with graph, the input gradient ∇f (`autogra
 penalty's own arithmetic (alignment, the direction v), the second forward at x + v, and the one backward to the
 weights through both graphs; beside the plain step's forward and backward. Then the network's first convolution alone:
 its forward, the gradient to its weights (what a plain step needs) and the gradient to its input (what ∇f needs and a
-plain step does not). Medians of `--reps` after warm-up; the stages are timed one after the other in the same loop."""
+plain step does not). Then the double-backprop step the same way: the forward, the input gradient with its graph
+(`create_graph=True`), the penalty's arithmetic (U = dP/d∇f), and the one backward through the graph of ∇f and the
+BCE's. Medians of `--reps` after warm-up; the stages are timed one after the other in the same loop."""
 import argparse, statistics, time
 import torch
 
 from bench.common import machine, make_batch
 from fgflow.features import FeatureSet
 from fgflow.model import FGFNet3D
-from fgflow.train import _FrozenPattern, _alignment, _fd_step, gram_pinv
+from fgflow.train import _FrozenPattern, _Pull, _alignment, _fd_step, gram_pinv
 
 def _med(v:list, skip:int=2) -> float: return statistics.median(v[skip:]) * 1000
 
@@ -48,6 +50,30 @@ def stages(B:int, S:int, W:int, reps:int=9) -> dict:
         opt.zero_grad(set_to_none=True); loss.backward(inputs=params); opt.step(); tick('backward (both graphs)', t)
     return {k: _med(v) for k, v in T.items()}
 
+def db_stages(B:int, S:int, W:int, reps:int=9) -> dict:
+    "Milliseconds of each stage of the double-backprop step and of the plain step (their own loop)."
+    torch.manual_seed(0)
+    model = FGFNet3D(width=W).train(); opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x, y = make_batch(B, S), (torch.arange(B) % 2).float()
+    G = FeatureSet(['volume', 'elongation']).gradients(x); P = gram_pinv(G); Gf = G.flatten(2).to(x.dtype)
+    lossf, params = torch.nn.BCEWithLogitsLoss(), list(model.parameters())
+    T = {k: [] for k in ('plain forward', 'plain backward', 'forward', 'input gradient with graph', 'penalty arithmetic', 'backward (double graph)')}
+    def tick(k, t0): T[k].append(time.perf_counter() - t0); return time.perf_counter()
+    for _ in range(reps + 2):
+        t = time.perf_counter(); loss = lossf(model(x), y); t = tick('plain forward', t)
+        opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); tick('plain backward', t)
+        xq = x.detach().requires_grad_(True)
+        t = time.perf_counter(); f0 = model(xq); t = tick('forward', t)
+        gg, = torch.autograd.grad(f0.sum(), xq, create_graph=True); t = tick('input gradient with graph', t)
+        gg = gg.flatten(1); gf = gg.detach()                     # the same arithmetic as fgflow.train._reg_loss
+        a, w = _alignment(gf, Gf, P); ok = torch.isfinite(a); n = int(ok.sum()); g2 = (gf * gf).sum(1)
+        a0, w0 = torch.where(ok, a, 0.).to(gf.dtype), torch.where(ok[:, None], w, 0.).to(gf.dtype)
+        U = torch.bmm(w0[:, None], Gf)[:, 0].sub_(a0[:, None] * gf)
+        U.mul_(torch.where(ok, -2 / max(n, 1) / torch.where(ok, g2, 1.), 0.)[:, None]); t = tick('penalty arithmetic', t)
+        loss = lossf(f0, y) + _Pull.apply(gg, U)
+        opt.zero_grad(set_to_none=True); loss.backward(inputs=params); opt.step(); tick('backward (double graph)', t)
+    return {k: _med(v) for k, v in T.items()}
+
 def first_conv(B:int, S:int, W:int, reps:int=9) -> dict:
     "Milliseconds of the first convolution's forward, weight gradient and input gradient (`convolution_backward`)."
     conv = FGFNet3D(width=W).features[0][0]
@@ -77,6 +103,11 @@ def main(argv=None):
         for k, v in t.items(): print(f'  {k:24s} {v:7.1f} ms  ({v / plain:.2f}x plain step)')
         floor = t['forward'] + t['input gradient'] + t['forward at x + v'] + 2 * t['plain backward']
         print(f'  without any penalty arithmetic, forward + input gradient + forward + two backwards: {floor:.1f} ms ({floor / plain:.2f}x)')
+        t = db_stages(B, S, W, a.reps); plain = t['plain forward'] + t['plain backward']
+        db = sum(v for k, v in t.items() if not k.startswith('plain'))
+        print(f'  double-backprop step {db:.1f} ms ({db / plain:.2f}x the plain step of its own loop, {plain:.1f} ms)')
+        for k, v in t.items():
+            if not k.startswith('plain'): print(f'    {k:26s} {v:7.1f} ms  ({v / plain:.2f}x plain step)')
         c = first_conv(B, S, W, a.reps)
         print('  first convolution: ' + ', '.join(f'{k} {v:.1f} ms' for k, v in c.items())
               + f" (input gradient {c['input gradient'] / c['forward']:.1f}x its forward)")
