@@ -309,3 +309,24 @@ def test_train_shares_the_forward_only_for_mode_free_models():
         def __init__(self): super().__init__(); self.net = TinyNet()
         def forward(self, x): return self.net(x) * (2. if self.training else 1.)
     assert not _mode_free(_Flip(), x)
+
+def test_train_double_backprop_end_to_end(monkeypatch):
+    "train(..., penalty_method='double_backprop') on FGFNet3D: the first layer's second derivatives take FGFConv3d's path, and with the weights held (lr 0) the history equals the finite difference's."
+    import fgflow.model as M
+    tr, va = _data(); calls = []
+    orig = M._ConvInputGrad.forward
+    monkeypatch.setattr(M._ConvInputGrad, 'forward', staticmethod(lambda ctx, *a: calls.append(1) or orig(ctx, *a)))
+    kw = dict(features=['volume', 'elongation'], lam='auto', epochs=2, batch_size=6, progress=False, augment=Augment(seed=0))
+    def run(method, lr):
+        torch.manual_seed(0); m = FGFNet3D(width=4, depth=2)
+        return m, train(m, tr, va, lr=lr, penalty_method=method, **kw).history
+    _, hd = run('double_backprop', 0.0)
+    assert len(calls) > 0                                                    # the parity path ran
+    n = len(calls); _, hf = run('finite_difference', 0.0)
+    assert len(calls) == n                                                   # and only under double backprop
+    for c in ('loss', 'bce', 'penalty', 'sign_penalty', 'valid_auc', 'valid_align'):
+        assert np.allclose(hd[c], hf[c], rtol=1e-4, atol=1e-6), c
+    m, h = run('double_backprop', 1e-2)
+    assert np.isfinite(h[['loss', 'penalty', 'sign_penalty']].to_numpy()).all() and (h.penalty > 0).all()
+    torch.manual_seed(0)
+    assert any(not torch.equal(a, b) for a, b in zip(m.state_dict().values(), FGFNet3D(width=4, depth=2).state_dict().values()))
