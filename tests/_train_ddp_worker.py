@@ -1,6 +1,7 @@
 """Helper for tests/test_train_distributed.py: a tiny seeded dataset and model, trained by `fgflow.train.train`.
 
-Run under `python -m torch.distributed.run --standalone --nproc_per_node=2 tests/_train_ddp_worker.py OUT`
+Run under `python -m torch.distributed.run --standalone --nproc_per_node=2 tests/_train_ddp_worker.py OUT [ARCH METHOD]`
+(ARCH `tiny` or `fgflownet`, METHOD `finite_difference` or `double_backprop`)
 (train() starts the gloo process group from torchrun's environment) or imported for the 1-process run.
 """
 import sys
@@ -35,15 +36,21 @@ class Blobs(torch.utils.data.Dataset):
 
 SETTINGS = dict(features=['volume', 'elongation'], lam=0.5, epochs=2, batch_size=8, lr=1e-3, seed=0, progress=False)
 
-def run(out_dir, **kw):
+def _net(arch):
+    if arch == 'tiny': return TinyNet()
+    from fgflow.model import FGFNet3D                       # its first layer is FGFConv3d (its own autograd Function)
+    return FGFNet3D(width=4, depth=2)
+
+def run(out_dir, arch='tiny', **kw):
     from fgflow.train import train
     torch.manual_seed(0)
-    return train(TinyNet(), Blobs(32, seed=1), Blobs(16, seed=2), out_dir=out_dir, **{**SETTINGS, **kw})
+    return train(_net(arch), Blobs(32, seed=1), Blobs(16, seed=2), out_dir=out_dir, **{**SETTINGS, **kw})
 
 if __name__ == '__main__':
     torch.set_num_threads(1)
     out = Path(sys.argv[1])
-    res = run(out / 'ckpt')
+    arch, method = (sys.argv[2:4] + ['tiny', 'finite_difference'][len(sys.argv[2:4]):])
+    res = run(out / 'ckpt', arch=arch, penalty_method=method)
     import torch.distributed as dist
     rank = dist.get_rank() if dist.is_initialized() else 0
     torch.save({'model': res.model.state_dict(), 'history': res.history.drop(columns='time').to_dict('list'),
