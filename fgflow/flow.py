@@ -242,7 +242,7 @@ def flow_lines(model:nn.Module, # maps (B, ...) to (B,) logits
     f, g = _value_and_grad(model, x)
     s = -torch.sign(f - threshold)
     field = lambda g, x, s: _field(g, x, s, domain, edge_tol)
-    _, ok, okt = field(g, x, s)
+    V, ok, okt = field(g, x, s)                        # V: each line's field at its current point (kept for the next step)
     reached, stuck = s == 0, (s != 0) & ~ok
     edge = (s != 0) & ok & ~okt
     active = ~reached & ~stuck & ~edge
@@ -253,7 +253,7 @@ def flow_lines(model:nn.Module, # maps (B, ...) to (B,) logits
         idx = active.nonzero()[:, 0]
         if len(idx) == 0: break
         xi, fi, si, hi_ = x[idx], f[idx], s[idx], h[idx].view(view)
-        v, _, _ = field(g[idx], xi, si)
+        v = V[idx]
         if method == "euler": xn = box(xi + hi_ * v)
         else:
             xp = box(xi + hi_ * v)
@@ -270,7 +270,7 @@ def flow_lines(model:nn.Module, # maps (B, ...) to (B,) logits
         length[idx] += (xn - xi).flatten(1).norm(dim=1)
         n_steps[idx] += 1
         x[idx], f[idx], g[idx] = xn, fn, gn
-        _, okn, oktn = field(gn, xn, si)
+        V[idx], okn, oktn = field(gn, xn, si)
         reached[idx[crossed]] = True
         stuck[idx[~crossed & ~okn]] = True
         edge[idx[~crossed & okn & ~oktn]] = True
