@@ -325,7 +325,7 @@ def _mesh_topology(inside:np.ndarray):
 
 @functools.lru_cache(maxsize=64)
 def _topology_of(shape:tuple, bits:bytes):
-    "`_mesh_topology` of a padded occupancy given as packed bits, kept for the next call with the same occupancy (a flow line's steps and the features of one input share it)."
+    "`_mesh_topology` of a padded occupancy given as packed bits, kept for the next call with the same occupancy (a flow line's steps and the features of one input share it); `_mesh_batch` passes the mask's bounding box and one voxel around it."
     return _mesh_topology(np.unpackbits(np.frombuffer(bits, np.uint8), count=math.prod(shape)).reshape(shape).astype(bool))
 
 def _mesh_batch(mp:Tensor):
@@ -333,8 +333,12 @@ def _mesh_batch(mp:Tensor):
     inside = (mp.detach() > 0.5).cpu().numpy()
     T, S, O = [], [], []
     for ins in inside:
-        ends, sign = _topology_of(ins.shape, np.packbits(ins).tobytes()); T.append(ends); S.append(sign)
-        O.append([np.argmax(ins.any(tuple(j for j in range(3) if j != a))) for a in range(3)])   # bounding-box corner (0 if empty)
+        nz = [np.flatnonzero(ins.any(tuple(j for j in range(3) if j != a))) for a in range(3)]
+        if len(nz[0]) == 0: lo, hi, O_ = [0, 0, 0], [0, 0, 0], [0, 0, 0]
+        else: O_ = [int(n[0]) for n in nz]; lo, hi = [o - 1 for o in O_], [int(n[-1]) + 2 for n in nz]   # the padding keeps them in range
+        box = ins[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]          # every cube the surface crosses, in the same order
+        ends, sign = _topology_of(box.shape, np.packbits(box).tobytes()) if box.size else (np.zeros((0, 3, 2, 3), np.int64), np.zeros(0))
+        T.append(ends + np.array(lo, np.int64)); S.append(sign); O.append(O_)   # bounding-box corner (0 if empty)
     I, ends = np.repeat(np.arange(len(T)), [len(s) for s in S]), np.concatenate(T)
     E = ends @ np.array([mp.shape[2] * mp.shape[3], mp.shape[3], 1]) + (I * inside[0].size)[:, None, None]
     P, U = ends[:, :, 0] - np.array(O, np.int64)[I][:, None], ends[:, :, 1] - ends[:, :, 0]
