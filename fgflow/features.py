@@ -331,17 +331,20 @@ def _topology_of(shape:tuple, bits:bytes):
 def _mesh_batch(mp:Tensor):
     "Topology of a batch of padded occupancies (B, D, H, W), concatenated: per triangle vertex its edge's two ends as flat indices into `mp` (F, 3, 2), the first end's position about the sample's bounding-box corner and the edge's direction (F, 3, 3) each (float64), orientation signs (F,) and the sample (F,)."
     inside = (mp.detach() > 0.5).cpu().numpy()
-    T, S, O = [], [], []
-    for ins in inside:
-        nz = [np.flatnonzero(ins.any(tuple(j for j in range(3) if j != a))) for a in range(3)]
-        if len(nz[0]) == 0: lo, hi, O_ = [0, 0, 0], [0, 0, 0], [0, 0, 0]
-        else: O_ = [int(n[0]) for n in nz]; lo, hi = [o - 1 for o in O_], [int(n[-1]) + 2 for n in nz]   # the padding keeps them in range
+    proj = [inside.any(tuple(j for j in (1, 2, 3) if j != a)) for a in (1, 2, 3)]          # (B, n) per axis
+    full = proj[0].any(1)
+    O = np.stack([np.argmax(q, 1) for q in proj], 1)                                         # bounding-box corner (0 if empty)
+    L = np.where(full[:, None], O - 1, 0)                                                     # the box and one voxel around it
+    Hh = np.where(full[:, None], np.stack([q.shape[1] - np.argmax(q[:, ::-1], 1) for q in proj], 1) + 1, 0)   # (the padding keeps them in range)
+    T, S = [], []
+    for ins, lo, hi in zip(inside, L, Hh):
         box = ins[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]          # every cube the surface crosses, in the same order
         ends, sign = _topology_of(box.shape, np.packbits(box).tobytes()) if box.size else (np.zeros((0, 3, 2, 3), np.int64), np.zeros(0))
-        T.append(ends + np.array(lo, np.int64)); S.append(sign); O.append(O_)   # bounding-box corner (0 if empty)
-    I, ends = np.repeat(np.arange(len(T)), [len(s) for s in S]), np.concatenate(T)
-    E = ends @ np.array([mp.shape[2] * mp.shape[3], mp.shape[3], 1]) + (I * inside[0].size)[:, None, None]
-    P, U = ends[:, :, 0] - np.array(O, np.int64)[I][:, None], ends[:, :, 1] - ends[:, :, 0]
+        T.append(ends); S.append(sign)
+    I, ends = np.repeat(np.arange(len(T)), [len(s) for s in S]), np.concatenate(T)          # ends about each sample's box
+    st = np.array([mp.shape[2] * mp.shape[3], mp.shape[3], 1])
+    E = ends @ st + (L @ st + np.arange(len(T)) * inside[0].size)[I][:, None, None]
+    P, U = ends[:, :, 0] - (O - L)[I][:, None], ends[:, :, 1] - ends[:, :, 0]
     E, P, U, S, I = (torch.from_numpy(a).to(mp.device) for a in (E, P, U, np.concatenate(S), I))
     return E, P.double(), U.double(), S, I
 
