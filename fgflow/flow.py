@@ -191,9 +191,9 @@ class FlowLines:
     points: Tensor|None = None # (B, T+1, ...) when keep_points=True
     at_edge: Tensor|None = None # (B,) bool: stopped at the domain's faces (∇f points out of the box everywhere it is nonzero)
 
-def _unit(g:Tensor, s:Tensor) -> tuple[Tensor, Tensor]:
-    "s · g/‖g‖ per sample (0 where ‖g‖ = 0 or non-finite) and the ok mask."
-    n = g.flatten(1).norm(dim=1)
+def _unit(g:Tensor, s:Tensor, n:Tensor|None=None) -> tuple[Tensor, Tensor]:
+    "s · g/‖g‖ per sample (0 where ‖g‖ = 0 or non-finite) and the ok mask (`n`: ‖g‖ when already known)."
+    n = g.flatten(1).norm(dim=1) if n is None else n
     ok = torch.isfinite(n) & (n > 0)
     v = g * (s * torch.where(ok, 1 / torch.where(ok, n, torch.ones_like(n)), torch.zeros_like(n))).view(-1, *[1] * (g.ndim - 1))
     return torch.nan_to_num(v), ok
@@ -208,10 +208,10 @@ def _tangent(g:Tensor, x:Tensor, s:Tensor, domain) -> Tensor:
 def _field(g:Tensor, x:Tensor, s:Tensor, domain, edge_tol:float) -> tuple[Tensor, Tensor, Tensor]:
     "Unit field inside the box at x, ∇f defined (B,), and ∇f defined with a projected part >= edge_tol·‖∇f‖ (B,)."
     gt = _tangent(g, x, s, domain)
-    v, _ = _unit(gt, s)
-    _, ok = _unit(g, s)
-    inside = gt.flatten(1).norm(dim=1) >= edge_tol * g.flatten(1).norm(dim=1)
-    return v, ok, ok & inside
+    n = g.flatten(1).norm(dim=1); nt = n if gt is g else gt.flatten(1).norm(dim=1)     # each norm once
+    v, _ = _unit(gt, s, nt)
+    ok = torch.isfinite(n) & (n > 0)
+    return v, ok, ok & (nt >= edge_tol * n)
 
 # %% ../nbs/04_flow.ipynb #38770961
 def flow_lines(model:nn.Module, # maps (B, ...) to (B,) logits
@@ -224,6 +224,7 @@ def flow_lines(model:nn.Module, # maps (B, ...) to (B,) logits
                keep_points:bool=False, # also return all points (B, T+1, ...)
                domain:tuple[float, float]|None=(0., 1.), # box every point stays in (projected flow); None: unbounded
                edge_tol:float=1e-6, # stop at the edge when ‖projected ∇f‖ < edge_tol·‖∇f‖
+               start:tuple|None=None, # (f(x), ∇f(x)) when the caller already has them (one backward pass fewer)
               ) -> FlowLines:
     "Integrate the unit-speed field s·∇f/‖∇f‖ from `x` to the boundary {f = threshold}, kept inside `domain`."
     if method not in ("euler", "heun"): raise FlowError(f"method must be 'euler' or 'heun', found {method!r}")
@@ -239,7 +240,7 @@ def flow_lines(model:nn.Module, # maps (B, ...) to (B,) logits
         box = lambda z: z.clamp(lo, hi)
     else: box = lambda z: z
     x = x.detach().clone()
-    f, g = _value_and_grad(model, x)
+    f, g = _value_and_grad(model, x) if start is None else (start[0].detach().clone(), start[1].detach().clone())
     s = -torch.sign(f - threshold)
     field = lambda g, x, s: _field(g, x, s, domain, edge_tol)
     V, ok, okt = field(g, x, s)                        # V: each line's field at its current point (kept for the next step)
@@ -497,8 +498,9 @@ def _measure_batch(model, x, features, noise, sidx, step, max_steps, threshold, 
     "Per-point m (b, J = K+S), noise m (b, R) or, with MatchedNoise, (b, J*R), and line info for one batch."
     B, matched = len(x), isinstance(noise, MatchedNoise)
     if matched and _is_noise(features): raise FlowError("a matched noise baseline needs named features, not noise features")
+    start = None
     if step == "auto":
-        f0, g0 = _value_and_grad(model, x)
+        f0, g0 = start = _value_and_grad(model, x)
         h = (f0 - threshold).abs() / g0.flatten(1).norm(dim=1) / steps_per_line
         step = torch.where(torch.isfinite(h) & (h > 0), h, torch.ones_like(h))
     st = {}
@@ -516,7 +518,7 @@ def _measure_batch(model, x, features, noise, sidx, step, max_steps, threshold, 
             ds = (xa - st['xp'][i]).flatten(1).norm(dim=1).double()[:, None]
             st['I'][i] += 0.5 * (st['prev'][i] + a) * ds
             st['prev'][i], st['xp'][i] = a, xa
-    fl = flow_lines(model, x, step, max_steps, threshold, method, callback=cb, domain=domain)
+    fl = flow_lines(model, x, step, max_steps, threshold, method, callback=cb, domain=domain, start=start)
     L = fl.length.double()[:, None]
     m = torch.where(L > 0, st['I'] / torch.where(L > 0, L, torch.ones_like(L)), st['a0'])
     info = dict(length=fl.length.cpu().numpy(), reached=fl.reached.cpu().numpy(),
