@@ -21,13 +21,17 @@ from fgflow.train import _FrozenPattern, _Pull, _alignment, _fd_step, gram_pinv
 
 def _med(v:list, skip:int=2) -> float: return statistics.median(v[skip:]) * 1000
 
-def stages(B:int, S:int, W:int, reps:int=9) -> dict:
-    "Milliseconds of each stage of the finite-difference step and of the plain step."
+def _setup(B:int, S:int, W:int):
+    "The bench row's model, optimizer, batch, labels, Gram pseudo-inverse, feature gradients (B, K, d), loss and weights."
     torch.manual_seed(0)
     model = FGFNet3D(width=W).train(); opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x, y = make_batch(B, S), (torch.arange(B) % 2).float()
-    G = FeatureSet(['volume', 'elongation']).gradients(x); P = gram_pinv(G); Gf = G.flatten(2).to(x.dtype)
-    lossf, params = torch.nn.BCEWithLogitsLoss(), list(model.parameters())
+    G = FeatureSet(['volume', 'elongation']).gradients(x)
+    return model, opt, x, y, gram_pinv(G), G.flatten(2).to(x.dtype), torch.nn.BCEWithLogitsLoss(), list(model.parameters())
+
+def stages(B:int, S:int, W:int, reps:int=9) -> dict:
+    "Milliseconds of each stage of the finite-difference step and of the plain step."
+    model, opt, x, y, P, Gf, lossf, params = _setup(B, S, W)
     T = {k: [] for k in ('plain forward', 'plain backward', 'forward', 'input gradient', 'penalty arithmetic', 'forward at x + v', 'backward (both graphs)')}
     def tick(k, t0): T[k].append(time.perf_counter() - t0); return time.perf_counter()
     for _ in range(reps + 2):
@@ -52,11 +56,7 @@ def stages(B:int, S:int, W:int, reps:int=9) -> dict:
 
 def db_stages(B:int, S:int, W:int, reps:int=9) -> dict:
     "Milliseconds of each stage of the double-backprop step and of the plain step (their own loop)."
-    torch.manual_seed(0)
-    model = FGFNet3D(width=W).train(); opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x, y = make_batch(B, S), (torch.arange(B) % 2).float()
-    G = FeatureSet(['volume', 'elongation']).gradients(x); P = gram_pinv(G); Gf = G.flatten(2).to(x.dtype)
-    lossf, params = torch.nn.BCEWithLogitsLoss(), list(model.parameters())
+    model, opt, x, y, P, Gf, lossf, params = _setup(B, S, W)
     T = {k: [] for k in ('plain forward', 'plain backward', 'forward', 'input gradient with graph', 'penalty arithmetic', 'backward (double graph)')}
     def tick(k, t0): T[k].append(time.perf_counter() - t0); return time.perf_counter()
     for _ in range(reps + 2):
