@@ -21,6 +21,13 @@ from fgflow.train import _FrozenPattern, _Pull, _alignment, _fd_step, gram_pinv
 
 def _med(v:list, skip:int=2) -> float: return statistics.median(v[skip:]) * 1000
 
+def _U(gf:torch.Tensor, Gf:torch.Tensor, P:torch.Tensor) -> torch.Tensor:
+    "dP/d∇f of the alignment penalty (λ = 1, no sign term): the same arithmetic as fgflow.train._reg_loss."
+    a, w, g2 = _alignment(gf, Gf, P); ok = torch.isfinite(a); n = int(ok.sum())
+    a0, w0 = torch.where(ok, a, 0.).to(gf.dtype), torch.where(ok[:, None], w, 0.).to(gf.dtype)
+    U = torch.bmm(w0[:, None], Gf)[:, 0].sub_(a0[:, None] * gf)
+    return U.mul_(torch.where(ok, -2 / max(n, 1) / torch.where(ok, g2, 1.), 0.)[:, None])
+
 def _setup(B:int, S:int, W:int):
     "The bench row's model, optimizer, batch, labels, Gram pseudo-inverse, feature gradients (B, K, d), loss and weights."
     torch.manual_seed(0)
@@ -42,11 +49,7 @@ def stages(B:int, S:int, W:int, reps:int=9) -> dict:
         with pat.record(): f0 = model(xq)
         t = tick('forward', t)
         gf, = torch.autograd.grad(f0.sum(), xq, retain_graph=True); t = tick('input gradient', t)
-        gf = gf.flatten(1)                                       # the same arithmetic as fgflow.train._reg_loss
-        a, w = _alignment(gf, Gf, P); ok = torch.isfinite(a); n = int(ok.sum()); g2 = (gf * gf).sum(1)
-        a0, w0 = torch.where(ok, a, 0.).to(gf.dtype), torch.where(ok[:, None], w, 0.).to(gf.dtype)
-        U = torch.bmm(w0[:, None], Gf)[:, 0].sub_(a0[:, None] * gf)
-        U.mul_(torch.where(ok, -2 / max(n, 1) / torch.where(ok, g2, 1.), 0.)[:, None]); nu = U.norm(dim=1)
+        gf = gf.flatten(1); U = _U(gf, Gf, P); nu = U.norm(dim=1)
         step = _fd_step(x, 0.1); v = (U * (step / nu)[:, None]).view_as(x); t = tick('penalty arithmetic', t)
         with pat.replay(lambda m: m): fp = model(x + v)
         t = tick('forward at x + v', t)
@@ -65,11 +68,7 @@ def db_stages(B:int, S:int, W:int, reps:int=9) -> dict:
         xq = x.detach().requires_grad_(True)
         t = time.perf_counter(); f0 = model(xq); t = tick('forward', t)
         gg, = torch.autograd.grad(f0.sum(), xq, create_graph=True); t = tick('input gradient with graph', t)
-        gg = gg.flatten(1); gf = gg.detach()                     # the same arithmetic as fgflow.train._reg_loss
-        a, w = _alignment(gf, Gf, P); ok = torch.isfinite(a); n = int(ok.sum()); g2 = (gf * gf).sum(1)
-        a0, w0 = torch.where(ok, a, 0.).to(gf.dtype), torch.where(ok[:, None], w, 0.).to(gf.dtype)
-        U = torch.bmm(w0[:, None], Gf)[:, 0].sub_(a0[:, None] * gf)
-        U.mul_(torch.where(ok, -2 / max(n, 1) / torch.where(ok, g2, 1.), 0.)[:, None]); t = tick('penalty arithmetic', t)
+        gg = gg.flatten(1); U = _U(gg.detach(), Gf, P); t = tick('penalty arithmetic', t)
         loss = lossf(f0, y) + _Pull.apply(gg, U)
         opt.zero_grad(set_to_none=True); loss.backward(inputs=params); opt.step(); tick('backward (double graph)', t)
     return {k: _med(v) for k, v in T.items()}

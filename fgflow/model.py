@@ -13,7 +13,7 @@ __all__ = ['ARCHS', 'FGFConv3d', 'FGFNet3D', 'ModelError', 'LogitHead', 'build_m
 
 # %% ../nbs/02_model.ipynb #c0a1d2e4
 _cbw = torch.ops.aten.convolution_backward
-_TAPS = {(0, 0): 1, (1, 0): 2, (1, 1): 0}   # (parity, offset) -> tap of a stride-2, 3-tap, padding-1 kernel, per axis
+_TAPS = torch.tensor([[1, 3], [2, 0]])   # [parity, offset] -> tap of a stride-2, 3-tap, padding-1 kernel, per axis (3: none)
 
 def _conv_bw(gy:Tensor, x:Tensor, W:Tensor, st:list, pd:list, mask:list) -> tuple:
     "aten's convolution_backward of a bias-free, undilated, ungrouped 3D convolution (autograd's own kernel)."
@@ -22,10 +22,9 @@ def _conv_bw(gy:Tensor, x:Tensor, W:Tensor, st:list, pd:list, mask:list) -> tupl
 def _input_grad_s2(gy:Tensor, W:Tensor, shape) -> Tensor:
     "Input gradient of a stride-2, padding-1, 3³ convolution: one stride-1 2³ convolution over the 8 parities, then a pixel shuffle."
     B, Co, D, H, Wd = gy.shape; Ci = W.shape[1]
-    K = W.new_zeros(2, 2, 2, Ci, Co, 2, 2, 2)
-    for (pd, od), kd in _TAPS.items():
-        for (ph, oh), kh in _TAPS.items():
-            for (pw, ow), kw in _TAPS.items(): K[pd, ph, pw, :, :, od, oh, ow] = W[:, :, kd, kh, kw].T
+    Wp = F.pad(W, (0, 1, 0, 1, 0, 1))                            # tap 3: zero (a parity that does not use an offset)
+    d, h, w = (_TAPS.view(2, 1, 1, 2, 1, 1), _TAPS.view(1, 2, 1, 1, 2, 1), _TAPS.view(1, 1, 2, 1, 1, 2))
+    K = Wp[:, :, d, h, w].permute(2, 3, 4, 1, 0, 5, 6, 7)           # (parities, Ci, Co, offsets)
     y = F.conv3d(F.pad(gy, (0, 1, 0, 1, 0, 1)), K.reshape(8 * Ci, Co, 2, 2, 2))
     g = y.view(B, 2, 2, 2, Ci, D, H, Wd).permute(0, 4, 5, 1, 6, 2, 7, 3).reshape(B, Ci, 2 * D, 2 * H, 2 * Wd)
     return g[:, :, :shape[2], :shape[3], :shape[4]]
@@ -35,11 +34,11 @@ def _shuffle_faster(x:Tensor, W:Tensor, st:list, pd:list) -> bool:
     return x.device.type == 'cpu' and st == [2, 2, 2] and pd == [1, 1, 1] and tuple(W.shape[2:]) == (3, 3, 3) and W.shape[1] <= 4
 
 class _ConvInputGrad(torch.autograd.Function):
-    "The input gradient of a convolution as a differentiable function of (gy, W), with closed-form second derivatives."
+    "The input gradient of a stride-2 3³ convolution (the parity path) as a differentiable function of (gy, W), with closed-form second derivatives."
     @staticmethod
-    def forward(ctx, gy, x, W, st, pd):
+    def forward(ctx, gy, shape, W, st, pd):                       # only where `_shuffle_faster` holds (FGFConv3d checks)
         ctx.save_for_backward(gy, W); ctx.st, ctx.pd = st, pd
-        return _input_grad_s2(gy, W, x.shape) if _shuffle_faster(x, W, st, pd) else _conv_bw(gy, x, W, st, pd, [True, False, False])[0]
+        return _input_grad_s2(gy, W, shape)
     @staticmethod
     def backward(ctx, U):
         gy, W = ctx.saved_tensors
@@ -74,7 +73,7 @@ class _Conv3d(torch.autograd.Function):
             with torch.enable_grad():
                 gx, gw = torch.autograd.grad(F.conv3d(x, W, None, ctx.st, ctx.pd), [x, W], gy, create_graph=True, allow_unused=True)
             return (gx if nx else None), gw, None, None
-        return (_ConvInputGrad.apply(gy, x, W, ctx.st, ctx.pd) if nx else None), None, None, None
+        return (_ConvInputGrad.apply(gy, x.shape, W, ctx.st, ctx.pd) if nx else None), None, None, None
 
 class FGFConv3d(nn.Conv3d):
     "nn.Conv3d whose input gradient, when differentiated again (double backprop), takes faster kernels; same weights and numbers."

@@ -131,13 +131,13 @@ def gram_pinv(G:Tensor, # (B, K, ...) feature gradients, one row per feature
     Li = torch.where(keep, 1 / torch.where(keep, L, 1.), 0.)
     return inv[:, :, None] * ((U * Li[:, None, :]) @ U.transpose(1, 2)) * inv[:, None, :]
 
-def _alignment(gf:Tensor, G:Tensor, P:Tensor) -> tuple[Tensor, Tensor]:
-    "a_S (B,) float64, NaN where undefined, and w = P G gf (B, K), from gf (B, d), G (B, K, d) of gf's dtype, P (B, K, K)."
+def _alignment(gf:Tensor, G:Tensor, P:Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    "a_S (B,) float64, NaN where undefined, w = P G gf (B, K) and ‖gf‖² (B,) in gf's dtype, from gf (B, d), G (B, K, d) of gf's dtype, P (B, K, K)."
     c = (G * gf[:, None]).sum(-1).double()              # float32 products, cascade sums
     w = (P @ c[..., None])[..., 0]
-    g2 = (gf * gf).sum(1).double()
+    g2f = (gf * gf).sum(1); g2 = g2f.double()
     ok = (g2 > 0) & (P.diagonal(dim1=1, dim2=2) > 0).any(1)
-    return torch.where(ok, (c * w).sum(1) / torch.where(ok, g2, torch.ones_like(g2)), torch.full_like(g2, float('nan'))), w
+    return torch.where(ok, (c * w).sum(1) / torch.where(ok, g2, torch.ones_like(g2)), torch.full_like(g2, float('nan'))), w, g2f
 
 class _Pull(torch.autograd.Function):
     "Zero, with gradient `U` in `g`: carries a fixed dL/dg back through the graph of g (the double-backprop term)."
@@ -233,8 +233,7 @@ def _reg_loss(model:nn.Module, x:Tensor, G:Tensor, P:Tensor, t:Tensor|None, lam:
             pat = _FrozenPattern(model)
             with pat.record(): gf = input_gradients(model, x)
         gg, gf = gf.flatten(1), gf.detach().flatten(1)                   # gg: with its graph (double backprop)
-        a, w = _alignment(gf, Gf, P); ok = torch.isfinite(a); n = int(ok.sum())
-        g2 = (gf * gf).sum(1)
+        a, w, g2 = _alignment(gf, Gf, P); ok = torch.isfinite(a); n = int(ok.sum())
         a0, w0 = torch.where(ok, a, 0.).to(gf.dtype), torch.where(ok[:, None], w, 0.).to(gf.dtype)
         U = torch.bmm(w0[:, None], Gf)[:, 0].sub_(a0[:, None] * gf)    # dpen/dgf = -2/n (Gᵀw - a gf)/|gf|²
         U.mul_(torch.where(ok, -2 / max(n, 1) / torch.where(ok, g2, 1.), 0.)[:, None])
@@ -314,8 +313,7 @@ def _describe(model:nn.Module, names:list[str]) -> str:
 
 def check_coupling(model:nn.Module, # maps (B, ...) to (B,) logits
                    x:Tensor, # a batch of at least 2 inputs
-                   strict:bool=True, # raise `CouplingError` if samples interact in eval mode
-                   penalty:bool=True, # a penalty will use the gradients: warn of training-mode coupling (else only log it)
+                   strict:bool=True, # a penalty will use the gradients: raise `CouplingError` on eval-mode coupling, warn on training-mode (False: warn; log)
                   ) -> dict[str, list[str]]:
     "Whether a sample's logit depends on other samples, in training and in eval mode: logs, warns or raises, and returns the modules."
     with _eval_mode(model): ev = sample_coupling(model, x)
@@ -329,7 +327,7 @@ def check_coupling(model:nn.Module, # maps (B, ...) to (B,) logits
                f"gradient is not its own, and fgflow cannot make it per-sample (use per-sample layers such as GroupNorm, or BatchNorm)")
         if strict: raise CouplingError(msg)
         warnings.warn(msg)
-    elif tr and penalty:
+    elif tr and strict:
         warnings.warn(f"the model couples the samples of a batch in training mode through {_describe(model, tr)}; "
                       f"the penalty aligns each sample's eval-mode gradient (running statistics), which is its own")
     elif tr: _log.info(f"coupling check: samples of a batch interact in training mode only, through {_describe(model, tr)} (no penalty)")
@@ -658,7 +656,7 @@ def train(model:nn.Module, # maps (B, C, D, H, W) to (B,) logits (e.g. FGFNet3D)
     model.to(device).train()
     # once at start: does a sample's logit depend on other samples? (warns/logs; refuses eval-mode mixing when lam > 0)
     probe = torch.stack([train_data[i][0] for i in range(min(4, len(train_data)))]).to(device)
-    check_coupling(model, probe, strict=lam > 0, penalty=lam > 0)
+    check_coupling(model, probe, strict=lam > 0)
     if lam > 0 and penalty_method == 'finite_difference' and bool(torch.isfinite(probe).all()):   # (non-finite inputs stop at their batch)
         check_finite_difference(model, probe, feats.gradients(probe))
     share = lam > 0 and not d.on and _mode_free(model, probe)  # the BCE's forward serves the penalty (one-sided difference)
