@@ -19,14 +19,14 @@ from .phantoms import (FACTORS, LABEL_RULES, affine_lps, factor_sd, intervene, l
                              reference_point, render)
 
 # %% auto #0
-__all__ = ['FEATURE_FACTOR', 'TRUTH_SETS', 'WRONG_SETS', 'STUDY_CONFIG', 'TINY_CONFIG', 'VIEWS_CONFIG', 'CONFIGS', 'DESIGN_SEEDS',
-           'HELDOUT_SEEDS', 'METHODS', 'DEFAULT_METHOD', 'MODEL_COLUMNS', 'EFFECT_COLUMNS', 'VERDICT_COLUMNS',
-           'STUDY_FILES', 'SCORECARD_BARS', 'ValidationError', 'rule_factors', 'truth', 'reference_crop',
-           'study_cohort', 'study_split', 'study_labels', 'intervention_logits', 'factor_effects', 'mark_used',
-           'spearman_scores', 'rcv_scores', 'method_verdicts', 'seed_split', 'IntensityGate', 'TumourView',
-           'study_model', 'train_study_model', 'set_measure', 'study_data', 'run_seed', 'parse_seeds', 'parse_rules',
-           'check_out', 'run_study', 'read_study', 'summarize_study', 'study_scorecard', 'plot_study',
-           'plot_regularized', 'gradient_overlap']
+__all__ = ['FEATURE_FACTOR', 'TRUTH_SETS', 'WRONG_SETS', 'CEILING_SCALE', 'STUDY_CONFIG', 'TINY_CONFIG', 'VIEWS_CONFIG',
+           'CONFIGS', 'DESIGN_SEEDS', 'HELDOUT_SEEDS', 'METHODS', 'DEFAULT_METHOD', 'MODEL_COLUMNS', 'EFFECT_COLUMNS',
+           'VERDICT_COLUMNS', 'STUDY_FILES', 'SCORECARD_BARS', 'ValidationError', 'rule_factors', 'truth',
+           'reference_crop', 'study_cohort', 'study_split', 'study_labels', 'feature_ceiling', 'intervention_logits',
+           'factor_effects', 'mark_used', 'spearman_scores', 'rcv_scores', 'method_verdicts', 'seed_split',
+           'IntensityGate', 'TumourView', 'study_model', 'train_study_model', 'set_measure', 'study_data', 'run_seed',
+           'parse_seeds', 'parse_rules', 'check_out', 'run_study', 'read_study', 'summarize_study', 'study_scorecard',
+           'plot_study', 'plot_regularized', 'gradient_overlap']
 
 # %% ../nbs/11_validation.ipynb #ca448152
 class ValidationError(FGFlowError):
@@ -118,6 +118,35 @@ def study_labels(factors:pd.DataFrame, # the cohort's factors
     _check_rule(rule)
     p = label_probabilities(factors, rule, positive_rate)
     return (np.random.default_rng([seed, 2**31]).random(len(p)) < p).astype(int), p
+
+# %% ../nbs/11_validation.ipynb #c3111e02
+CEILING_SCALE = {'volume': np.log, 'variance': np.sqrt}   # the measured feature on its factor's scale (log size, HU SD)
+
+def feature_ceiling(values:pd.DataFrame, # feature values of every case (one column per feature)
+                    y:np.ndarray, # labels 0/1 of every case
+                    fit:Sequence[int], test:Sequence[int], # cases to fit on, cases to score
+                    names:Sequence[str], # the features (e.g. `truth(rule)`)
+                    C:float=1.0, # inverse L2 strength, as scikit-learn's LogisticRegression (intercept not penalized)
+                   ) -> float:
+    "Test AUC of an L2 logistic regression on the standardized features `names` (volume as its log, variance as its root) fitted on `fit`; NaN where a value is not finite or a class is missing."
+    from scipy.optimize import minimize
+    from fgflow.train import roc_auc
+    fit, test, y = np.asarray(fit), np.asarray(test), np.asarray(y, float)
+    missing = [n for n in names if n not in values.columns]
+    if missing: raise ValidationError(f"feature_ceiling: no column {missing} among {list(values.columns)}")
+    if not len(names): return float('nan')
+    with np.errstate(invalid='ignore', divide='ignore'):
+        X = np.stack([CEILING_SCALE.get(n, lambda v: v)(values[n].to_numpy(float)) for n in names], 1)
+    idx = np.concatenate([fit, test])
+    if not np.isfinite(X[idx]).all() or len(set(y[fit])) < 2 or len(set(y[test])) < 2: return float('nan')
+    mu, sd = X[fit].mean(0), X[fit].std(0)
+    Z = (X - mu) / np.where(sd > 0, sd, 1.)
+    A, s = np.c_[Z[fit], np.ones(len(fit))], 2 * y[fit] - 1
+    def loss(w):                                          # ½‖β‖² + C Σ log(1 + exp(−s (Aw)))
+        t = s * (A @ w)
+        return 0.5 * w[:-1] @ w[:-1] + C * np.logaddexp(0, -t).sum(), np.r_[w[:-1], 0.] - C * A.T @ (s * np.exp(-np.logaddexp(0, t)))
+    w = minimize(loss, np.zeros(A.shape[1]), jac=True, method='L-BFGS-B', options=dict(gtol=1e-10, maxiter=1000)).x
+    return float(roc_auc(y[test], Z[test] @ w[:-1] + w[-1]))
 
 # %% ../nbs/11_validation.ipynb #8ee46e77
 @torch.no_grad()
@@ -469,6 +498,7 @@ def run_seed(work:str|Path, # working folder of this seed (cohort, checkpoints, 
     models, rows, lam = {}, [], _lam(cfg)
     for rule in rules:
         y, p = labels[rule]
+        ceiling = feature_ceiling(values, y, np.concatenate([tr, va]), te, truth(rule))
         variants = [('plain', None, 0.)]
         if rule in cfg['regularized'] and truth(rule): variants += [('reg_true', truth(rule), lam), ('reg_wrong', WRONG_SETS[rule], lam)]
         for name, S, lm in variants:
@@ -476,7 +506,7 @@ def run_seed(work:str|Path, # working folder of this seed (cohort, checkpoints, 
             with torch.no_grad(): lt = m(x[te]).double().numpy()
             models[(rule, name)] = (m, S or truth(rule))
             rows.append(dict(**key, rule=rule, model=name, init='scratch', test_auc=roc_auc(y[te], lt), bayes_auc=roc_auc(y[te], p[te]),
-                             n_test=len(te), M_S=np.nan, seconds=sec))
+                             feature_auc=ceiling, n_test=len(te), M_S=np.nan, seconds=sec))
         bar.update()
     with clock('null models'):
         y0 = labels['null'][0]; t0 = time.perf_counter()
@@ -486,7 +516,7 @@ def run_seed(work:str|Path, # working folder of this seed (cohort, checkpoints, 
         nulls = {}
         for k, pth in enumerate(paths):
             nm = study_model(cfg); nm.load_state_dict(load_checkpoint(pth)['model']); nulls[f'null_{k}'] = nm.eval()
-            rows.append(dict(**key, rule='shared', model=f'null_{k}', init='scratch', test_auc=np.nan, bayes_auc=np.nan, n_test=len(te),
+            rows.append(dict(**key, rule='shared', model=f'null_{k}', init='scratch', test_auc=np.nan, bayes_auc=np.nan, feature_auc=np.nan, n_test=len(te),
                              M_S=np.nan, seconds=sec))
         ref = next(iter(models.values()))[0]
         nstats = null_statistics(ref, list(nulls.values()), x[te], fsb, None, cfg['null_statistic'], progress=False)
@@ -516,7 +546,7 @@ def run_seed(work:str|Path, # working folder of this seed (cohort, checkpoints, 
     md = pd.DataFrame(rows)[MODEL_COLUMNS]
     return md, effects[EFFECT_COLUMNS + ['logit_sd', 'used_threshold']], pd.concat(verdicts, ignore_index=True)[VERDICT_COLUMNS], clock.s
 
-MODEL_COLUMNS = ['seed', 'split', 'rule', 'model', 'init', 'test_auc', 'bayes_auc', 'n_test', 'M_S', 'seconds']
+MODEL_COLUMNS = ['seed', 'split', 'rule', 'model', 'init', 'test_auc', 'bayes_auc', 'feature_auc', 'n_test', 'M_S', 'seconds']
 EFFECT_COLUMNS = ['seed', 'split', 'rule', 'model', 'factor', 'effect', 'ci_low', 'ci_high', 'used', 'rule_uses']
 VERDICT_COLUMNS = ['seed', 'split', 'rule', 'model', 'feature', 'factor', 'method', 'score', 'p', 'significant', 'rule_uses', 'used']
 
@@ -600,6 +630,7 @@ def _write_study(out:Path, rules, cfg) -> tuple[pd.DataFrame, pd.DataFrame, pd.D
     from fgflow import __version__
     done = sorted(int(p.name[5:]) for p in (out/'seeds').glob('seed_*') if (p/'seconds.json').exists())
     tabs = [pd.concat([_read_csv(out/'seeds'/f'seed_{s}'/f) for s in done], ignore_index=True) for f in STUDY_FILES[:3]]
+    tabs[0] = tabs[0][[c for c in MODEL_COLUMNS if c in tabs[0]] + [c for c in tabs[0] if c not in MODEL_COLUMNS]]   # seeds of an older fgflow lack feature_auc
     for f, t in zip(STUDY_FILES[:3], tabs):
         with atomic_write(out/f) as tmp: t.to_csv(tmp, index=False)
     meta = _study_key(rules, cfg) | dict(
@@ -649,9 +680,12 @@ def summarize_study(models:pd.DataFrame, effects:pd.DataFrame, verdicts:pd.DataF
     sel = (lambda t: t[t.split == split]) if split else (lambda t: t)
     m, e, v = sel(models), sel(effects), sel(verdicts)
     p = m[m.model == 'plain']
+    p = p if 'feature_auc' in p else p.assign(feature_auc=np.nan)                  # a study from before feature_ceiling
     auc = p.groupby('rule', sort=False).agg(seeds=('seed', 'nunique'), test_auc=('test_auc', _fmt_ms), bayes_auc=('bayes_auc', 'mean'),
-                                            gap=('test_auc', 'mean'), n_test=('n_test', 'min'))
-    auc['gap'] = auc.bayes_auc - auc.gap
+                                            gap=('test_auc', 'mean'), feature_auc=('feature_auc', 'mean'), n_test=('n_test', 'min'))
+    mean_auc = auc.gap.copy()
+    auc['gap'] = auc.bayes_auc - mean_auc
+    auc.insert(auc.columns.get_loc('feature_auc') + 1, 'below_features', auc.feature_auc - mean_auc)
     ep = e[e.model == 'plain']
     used = ep.pivot_table(index='factor', columns='rule', values='used', aggfunc='mean', sort=False).reindex(list(FACTORS))
     rule_uses = ep.groupby(['factor', 'rule']).rule_uses.first().unstack().reindex(list(FACTORS))
@@ -690,7 +724,8 @@ def study_scorecard(models:pd.DataFrame, effects:pd.DataFrame, verdicts:pd.DataF
         auc = a.bayes_auc - a.gap                                            # the mean test AUC (test_auc is 'mean ± sd' text)
         if a.rule == 'null': add('learnability', 'plain test AUC, null rule', auc, f"{auc:.3f}", f"{bars['null_auc'][0]:g}–{bars['null_auc'][1]:g}",
                                  bars['null_auc'][0] <= auc <= bars['null_auc'][1])
-        else: add('learnability', f"plain test AUC, {a.rule}", auc, f"{auc:.3f} (Bayes {a.bayes_auc:.3f}, gap {a.gap:.3f})",
+        else: add('learnability', f"plain test AUC, {a.rule}", auc, f"{auc:.3f} (Bayes {a.bayes_auc:.3f}, gap {a.gap:.3f}"
+                  + (f"; features {a.feature_auc:.3f})" if np.isfinite(a.feature_auc) else ")"),
                   f"≥ {bars['auc']:g}, gap ≤ {bars['gap']:g}", auc >= bars['auc'] and a.gap <= bars['gap'] + 1e-12)
     u = s['used']
     for r in [r for r in LABEL_RULES if r in u.columns]:

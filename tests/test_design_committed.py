@@ -256,3 +256,33 @@ def test_train_auto_cli_resnet10_quoted():
     readme = ' '.join((ROOT/'README.md').read_text().split())
     assert f"changed the test AUC by {diff[57]:+.3f} and {diff[58]:+.3f}".replace('-', '−') in readme
     assert f"from {pl.M_S[57]:.3f} to {au.M_S[57]:.3f} and from {pl.M_S[58]:.3f} to {au.M_S[58]:.3f}" in readme
+
+def test_feature_ceiling_is_the_files_and_quoted():
+    "feature_auc of the committed study equals feature_ceiling on the rebuilt cohort of one seed, and 11_validation quotes the held-out means."
+    from fgflow.validation import read_study, STUDY_CONFIG, FEATURES, FeatureSet, feature_ceiling, study_data, truth, _feature_values
+    m, e, v, _ = read_study(ROOT/'nbs'/'validation')
+    a = summarize_study(m, e, v, 'heldout')['auc'].set_index('rule')
+    text = _nb_text()
+    f = a.loc[['volume+elongation', 'intensity', 'position']]
+    assert (f"reaches {f.feature_auc.iloc[0]:.3f} on volume+elongation, {f.feature_auc.iloc[1]:.3f} on intensity and "
+            f"{f.feature_auc.iloc[2]:.3f} on position, against Bayes AUCs of {f.bayes_auc.iloc[0]:.3f}, {f.bayes_auc.iloc[1]:.3f} and {f.bayes_auc.iloc[2]:.3f}") in text
+    p = m[(m.model == 'plain') & (m.split == 'heldout') & (m.rule != 'null')]
+    assert (p.feature_auc > p.test_auc).all() and "beats the plain network on every held-out seed of every rule" in text
+    it = a.loc['intensity']
+    assert (f"For intensity {it.bayes_auc - it.feature_auc:.3f} of the {it.gap:.3f} gap is in the input" in text
+            and f"leaves a network {0.08 - (it.bayes_auc - it.feature_auc):.3f} of room; the network is {it.below_features:.3f} below" in text)
+    ve = a.loc['volume+elongation']
+    assert f"For volume+elongation {ve.bayes_auc - ve.feature_auc:.3f} of the {ve.gap:.3f} is in the input and {ve.below_features:.3f} is the network's" in text
+    assert f"the whole gap of {a.loc['position', 'gap']:.3f} is the network's" in text
+    readme = ' '.join((ROOT/'README.md').read_text().split())
+    auc = f.bayes_auc - f.gap
+    assert (f"reach test AUCs of {auc.iloc[0]:.3f}, {auc.iloc[1]:.3f} and {auc.iloc[2]:.3f} on the volume+elongation, intensity and position rules "
+            f"(held-out seeds), against {f.bayes_auc.iloc[0]:.3f}, {f.bayes_auc.iloc[1]:.3f} and {f.bayes_auc.iloc[2]:.3f} from the generator's own "
+            f"probabilities and {f.feature_auc.iloc[0]:.3f}, {f.feature_auc.iloc[1]:.3f} and {f.feature_auc.iloc[2]:.3f} for a logistic regression") in readme
+    assert f"{it.bayes_auc - it.feature_auc:.3f} of intensity's is in the input" in readme and (f.below_features > 0.07).all()
+    seed = 5                                                          # one seed rebuilt from scratch: the files are feature_ceiling's
+    x, _, labels, (tr, va, te) = study_data(seed, STUDY_CONFIG)
+    vals = _feature_values(x, FeatureSet(list(FEATURES), (STUDY_CONFIG['spacing'],) * 3, STUDY_CONFIG['window']))
+    for r in ('volume+elongation', 'intensity', 'position'):
+        got = feature_ceiling(vals, labels[r][0], np.concatenate([tr, va]), te, truth(r))
+        assert got == m[(m.seed == seed) & (m.rule == r) & (m.model == 'plain')].feature_auc.iloc[0], r

@@ -97,6 +97,9 @@ def test_tiny_study_end_to_end(tmp_path, capsys):
     assert {'reg_true', 'reg_wrong', 'null_0', 'null_1'} <= set(md.model)
     for r in ('reg_true', 'reg_wrong'): assert set(md[md.model == r].rule) == {'volume+elongation', 'intensity'} and (md[md.model == r].init == 'scratch').all()
     assert ((plain.bayes_auc > 0.5) | (plain.rule == 'null')).all() and (md.n_test == 15).all()
+    fa = md.set_index(['rule', 'model']).feature_auc                 # the input's ceiling: one value per rule, none for null and null models
+    assert fa.loc['volume+elongation'].nunique() == 1 and fa.loc[['volume+elongation', 'intensity', 'position']].between(0, 1).all()
+    assert fa.loc[['null', 'shared']].isna().all()
     assert set(vd.method) == set(METHODS) and (vd.split == 'heldout').all()
     assert len(vd[(vd.model == 'plain') & (vd.rule == 'null')]) == len(METHODS) * len(FEATURES)
     v = vd[(vd.rule == 'volume+elongation') & (vd.model == 'plain') & (vd.feature == 'volume')]
