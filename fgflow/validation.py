@@ -26,7 +26,7 @@ __all__ = ['FEATURE_FACTOR', 'TRUTH_SETS', 'WRONG_SETS', 'CEILING_SCALE', 'STUDY
            'factor_effects', 'mark_used', 'spearman_scores', 'rcv_scores', 'method_verdicts', 'seed_split',
            'IntensityGate', 'TumourView', 'study_model', 'train_study_model', 'set_measure', 'study_data', 'run_seed',
            'parse_seeds', 'parse_rules', 'check_out', 'run_study', 'read_study', 'summarize_study', 'study_scorecard',
-           'plot_study', 'plot_regularized', 'gradient_overlap']
+           'plot_study', 'plot_regularized', 'plot_ceilings', 'gradient_overlap']
 
 # %% ../nbs/11_validation.ipynb #ca448152
 class ValidationError(FGFlowError):
@@ -822,6 +822,30 @@ def plot_regularized(models:pd.DataFrame, # read_study's models
     b.plot(u, np.minimum(3 * u, 1), 'r--', lw=1, label='3x plain'); b.plot(u, u, color='grey', lw=0.8, label='equal')
     b.set_xlim(0, 1); b.set_ylim(0, 1.02); b.set_xlabel('M_S plain'); b.set_ylabel('M_S reg_true'); b.legend(fontsize=7, loc='lower right')
     b.set_title('alignment gained', fontsize=10); fig.tight_layout()
+    return fig
+
+# %% ../nbs/11_validation.ipynb #c3111e06
+def plot_ceilings(models:pd.DataFrame, # read_study's models
+                  split:str|None='heldout', # 'design', 'heldout' or None (both)
+                  gap:float=0.08, floor:float=0.80, # the learnability bar: test AUC >= Bayes - gap and >= floor
+                 ):
+    "Per rule (a panel each) and seed: the plain model's test AUC, the Bayes AUC (with the bar below it) and `feature_auc`."
+    import matplotlib.pyplot as plt
+    m = models[(models.model == 'plain') & (models.rule != 'null') & ((models.split == split) if split else True)]
+    m = m if 'feature_auc' in m else m.assign(feature_auc=np.nan)
+    rules = [r for r in LABEL_RULES if r in set(m.rule)]
+    fig, axs = plt.subplots(1, len(rules), figsize=(4.2 * len(rules), 3.6), sharey=True, squeeze=False)
+    for ax, rule in zip(axs[0], rules):
+        g = m[m.rule == rule].sort_values('seed'); i = np.arange(len(g))
+        ax.vlines(i, g.test_auc, g.bayes_auc, color='0.85', lw=3, zorder=0)
+        ax.scatter(i, g.bayes_auc, marker='_', s=220, color='k', label='Bayes AUC')
+        ax.scatter(i, np.maximum(g.bayes_auc - gap, floor), marker='_', s=220, color='r', label=f'bar (Bayes − {gap:g}, ≥ {floor:g})')
+        ax.scatter(i, g.feature_auc, marker='^', color='tab:orange', label="logistic on the rule's features")
+        ax.scatter(i, g.test_auc, marker='o', color='tab:blue', label='plain network')
+        ax.set_xticks(i); ax.set_xticklabels(g.seed.astype(int), fontsize=8); ax.set_xlabel('seed')
+        ax.set_title(f"{rule}: network {g.test_auc.mean():.3f}, features {g.feature_auc.mean():.3f}, Bayes {g.bayes_auc.mean():.3f}", fontsize=9)
+    axs[0][0].set_ylabel('test AUC'); axs[0][-1].legend(fontsize=7, loc='lower right')
+    fig.tight_layout()
     return fig
 
 # %% ../nbs/11_validation.ipynb #14a7093a

@@ -274,6 +274,10 @@ def test_feature_ceiling_is_the_files_and_quoted():
     ve = a.loc['volume+elongation']
     assert f"For volume+elongation {ve.bayes_auc - ve.feature_auc:.3f} of the {ve.gap:.3f} is in the input and {ve.below_features:.3f} is the network's" in text
     assert f"the whole gap of {a.loc['position', 'gap']:.3f} is the network's" in text
+    below = p.assign(bar=np.maximum(p.bayes_auc - 0.08, 0.80)).assign(net=lambda d: d.test_auc < d.bar, feat=lambda d: d.feature_auc < d.bar)
+    nb_, fb_ = (below.groupby('rule')[k].sum().reindex(['volume+elongation', 'intensity', 'position']).astype(int).tolist() for k in ('net', 'feat'))
+    assert (f"the network is below the bar on {nb_[0]}, {nb_[1]} and {nb_[2]} of the 10 held-out seeds (volume+elongation, intensity, position); "
+            f"the logistic regression on the rule's features is below it on {fb_[0]}, {fb_[1]} and {fb_[2]}.") in text
     readme = ' '.join((ROOT/'README.md').read_text().split())
     auc = f.bayes_auc - f.gap
     assert (f"reach test AUCs of {auc.iloc[0]:.3f}, {auc.iloc[1]:.3f} and {auc.iloc[2]:.3f} on the volume+elongation, intensity and position rules "
