@@ -505,9 +505,11 @@ def cmd_demo(a) -> int:
 # %% ../nbs/07_cli.ipynb #409198c1
 def cmd_study(a) -> int:
     "Run (or continue) the validation study and say where its files are."
-    from fgflow.validation import run_study, parse_seeds, parse_rules, read_study
+    from fgflow.validation import run_study, parse_seeds, parse_rules, read_study, study_config, ValidationError
     seeds, rules = parse_seeds(a.seeds), parse_rules(a.rules)          # bad arguments fail here, before anything is written
-    run_study(a.work, a.out, seeds, rules, a.config, progress=not a.quiet)
+    cfg = study_config(a.config)
+    if a.jobs < 1: raise ValidationError(f"--jobs {a.jobs}: expected a positive number of seeds at once")
+    run_study(a.work, a.out, seeds, rules, cfg, progress=not a.quiet, jobs=a.jobs)
     print('wrote ' + ', '.join(str(Path(a.out)/f) for f in ('models.csv', 'effects.csv', 'verdicts.csv', 'study.json')))
     print(_scorecard_text(*read_study(a.out)))
     return 0
@@ -631,7 +633,8 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument('--rules', default='all', help="label rules: 'all' or comma-separated names of fgflow.phantoms.LABEL_RULES")
     v.add_argument('--work', required=True, help='working folder (cohorts, checkpoints, null models; large; reused when rerun)')
     v.add_argument('--out', required=True, help='folder of the study files (refused when it holds another study)')
-    v.add_argument('--config', choices=('study', 'tiny', 'views'), default='study', help="'study': 400 cases a seed, 39 null models; 'tiny': the same code in about a minute (tests); 'views': 'study' with the network also seeing the tumour's own frame (TumourView)")
+    v.add_argument('--config', default='study', metavar='NAME|FILE.json', help="'study': 400 cases a seed, 39 null models; 'tiny': the same code in about a minute (tests); 'views': 'study' with the network also seeing the tumour's own frame (TumourView); or a JSON file of settings replacing those of its \"base\" (one of the three, default 'study'), e.g. {\"base\": \"study\", \"n_cases\": 800, \"fractions\": [0.75, 0.125, 0.125]}; the settings are STUDY_CONFIG's keys (fgflow.validation)")
+    v.add_argument('--jobs', type=int, default=1, metavar='N', help='seeds run at once, each in a process of its own with CPU count / N torch threads (2 on a 2-core machine: one thread each)')
     v.add_argument('--quiet', action='store_true', help='no progress bars')
     v.set_defaults(fn=cmd_study)
     return p

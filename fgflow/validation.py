@@ -25,8 +25,8 @@ __all__ = ['FEATURE_FACTOR', 'TRUTH_SETS', 'WRONG_SETS', 'CEILING_SCALE', 'STUDY
            'reference_crop', 'study_cohort', 'study_split', 'study_labels', 'feature_ceiling', 'intervention_logits',
            'factor_effects', 'mark_used', 'spearman_scores', 'rcv_scores', 'method_verdicts', 'seed_split',
            'IntensityGate', 'TumourView', 'study_model', 'train_study_model', 'set_measure', 'study_data', 'run_seed',
-           'parse_seeds', 'parse_rules', 'check_out', 'run_study', 'read_study', 'summarize_study', 'study_scorecard',
-           'plot_study', 'plot_regularized', 'plot_ceilings', 'gradient_overlap']
+           'parse_seeds', 'parse_rules', 'check_out', 'study_config', 'run_study', 'read_study', 'summarize_study',
+           'study_scorecard', 'plot_study', 'plot_regularized', 'plot_ceilings', 'gradient_overlap']
 
 # %% ../nbs/11_validation.ipynb #ca448152
 class ValidationError(FGFlowError):
@@ -596,35 +596,90 @@ def check_out(out:str|Path, rules:Sequence[str], cfg:dict):
                               if old.get('config', {}).get(c) != v.get(c))) for k, v in new.items() if k in diff)
             raise ValidationError(f"{out}: holds another study (its {what} differ from this run's); use another OUT")
 
+def _type_ok(v, default) -> bool:
+    "Whether a config value has the type of the default it replaces (an int for a float is fine; a list for a tuple)."
+    if isinstance(default, bool): return isinstance(v, bool)
+    if isinstance(default, int): return isinstance(v, int) and not isinstance(v, bool)
+    if isinstance(default, float): return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if isinstance(default, (tuple, list)): return isinstance(v, (tuple, list))
+    return isinstance(v, type(default))
+
+def study_config(spec:dict|str|Path='study') -> dict:
+    "A study's settings: a key of CONFIGS, or a JSON file (or dict) of settings that replace those of its 'base' (a key of CONFIGS, default 'study'); unknown keys and wrong types are refused."
+    if isinstance(spec, str) and spec in CONFIGS: return dict(CONFIGS[spec])
+    where = 'config'
+    if isinstance(spec, (str, Path)):
+        where = str(spec)
+        if not str(spec).endswith('.json') and not Path(spec).exists():
+            raise ValidationError(f"unknown config {str(spec)!r}; expected one of {list(CONFIGS)} or a JSON file of settings")
+        try: spec = json.loads(Path(spec).read_text())
+        except FileNotFoundError: raise ValidationError(f"{where}: no such config file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValidationError(f"{where}: not JSON ({e})") from None
+        if not isinstance(spec, dict): raise ValidationError(f"{where}: expected a JSON object of settings, found {type(spec).__name__}")
+    spec = dict(spec); base = spec.pop('base', 'study')
+    if base not in CONFIGS: raise ValidationError(f"{where}: base {base!r} is not one of {list(CONFIGS)}")
+    cfg, known = dict(CONFIGS[base]), set(STUDY_CONFIG) | {'view'}
+    for k, v in spec.items():
+        if k not in known: raise ValidationError(f"{where}: unknown setting {k!r}; the settings are {sorted(known)}")
+        if k == 'view':
+            if v not in (None, 'tumour frame'): raise ValidationError(f"{where}: view {v!r}: expected null or 'tumour frame'")
+        elif k == 'lam':
+            if not (v == 'auto' or _type_ok(v, 1.0)): raise ValidationError(f"{where}: lam {v!r}: expected 'auto' or a number")
+        elif not _type_ok(v, cfg[k]):
+            raise ValidationError(f"{where}: setting {k!r} = {v!r} ({type(v).__name__}): expected {type(cfg[k]).__name__} like the default {_plain(cfg[k])!r}")
+        cfg[k] = tuple(v) if isinstance(cfg.get(k), tuple) else v
+    return cfg
+
+def _seed_done(d:Path) -> bool: return all((d/f).exists() for f in STUDY_FILES[:3] + ('seconds.json',))
+
+def _run_one(work:Path, out:Path, seed:int, rules, cfg:dict, progress:bool, threads:int|None=None) -> int:
+    "One seed of `run_study`, its files kept under out/seeds/seed_<k>/ (a process of its own when `jobs` > 1, with `threads` torch threads)."
+    if threads: torch.set_num_threads(int(threads))
+    d = out/'seeds'/f'seed_{seed}'
+    if _seed_done(d): return seed
+    t0 = time.perf_counter()
+    md, ef, vd, st = run_seed(work/f'seed_{seed}', seed, rules, cfg, progress)
+    st['total'] = round(time.perf_counter() - t0, 1)
+    d.mkdir(parents=True, exist_ok=True)
+    for f, t in zip(STUDY_FILES[:3] + ('effects_detail.csv',), (md, ef[EFFECT_COLUMNS], vd, ef)):
+        with atomic_write(d/f) as tmp: t.to_csv(tmp, index=False)
+    with atomic_write(d/'seconds.json') as tmp: tmp.write_text(json.dumps(st))
+    return seed
+
 def run_study(work:str|Path, # working folder (cohorts, checkpoints, null models; large)
               out:str|Path, # folder of models.csv, effects.csv, verdicts.csv, study.json (small, to commit)
               seeds:Sequence[int]=HELDOUT_SEEDS, # cohort seeds
               rules:Sequence[str]=tuple(LABEL_RULES), # label rules
-              cfg:dict|str='study', # a config dict or a key of CONFIGS
+              cfg:dict|str|Path='study', # a key of CONFIGS, a JSON file of settings or a dict (`study_config`)
               progress:bool=True,
+              jobs:int=1, # seeds run at once, each in a process of its own
+              threads:int|None=None, # torch threads of each such process (default: the CPU count // jobs)
              ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     "The study, seed by seed; each finished seed is kept in `out/seeds/` and skipped when rerun (a killed run continues)."
-    if isinstance(cfg, str):
-        if cfg not in CONFIGS: raise ValidationError(f"unknown config {cfg!r}; expected one of {list(CONFIGS)}")
-        cfg = CONFIGS[cfg]
+    cfg = study_config(cfg) if isinstance(cfg, (str, Path)) else cfg
     rules, seeds = parse_rules(rules), parse_seeds(','.join(map(str, seeds)))
+    if not (isinstance(jobs, int) and jobs >= 1): raise ValidationError(f"jobs must be a positive integer, found {jobs!r}")
     check_out(out, rules, cfg)
     work, out = Path(work), Path(out)
-    bar = tqdm(seeds, desc='study seeds', disable=not progress)
-    for seed in bar:
-        d = out/'seeds'/f'seed_{seed}'
-        if all((d/f).exists() for f in STUDY_FILES[:3] + ('seconds.json',)): continue
-        t0 = time.perf_counter()
-        md, ef, vd, st = run_seed(work/f'seed_{seed}', seed, rules, cfg, progress)
-        st['total'] = round(time.perf_counter() - t0, 1)
-        d.mkdir(parents=True, exist_ok=True)
-        for f, t in zip(STUDY_FILES[:3] + ('effects_detail.csv',), (md, ef[EFFECT_COLUMNS], vd, ef)):
-            with atomic_write(d/f) as tmp: t.to_csv(tmp, index=False)
-        with atomic_write(d/'seconds.json') as tmp: tmp.write_text(json.dumps(st))
-        _write_study(out, rules, cfg)
-    return _write_study(out, rules, cfg)
+    todo = [s for s in seeds if not _seed_done(out/'seeds'/f'seed_{s}')]
+    if jobs == 1 or len(todo) < 2:
+        for seed in tqdm(seeds, desc='study seeds', disable=not progress):
+            if seed in todo: _run_one(work, out, seed, rules, cfg, progress); _write_study(out, rules, cfg)
+        return _write_study(out, rules, cfg)
+    import concurrent.futures as cf, multiprocessing as mp, os
+    threads = int(threads or max(1, (os.cpu_count() or 1) // jobs)); failed = {}
+    with cf.ProcessPoolExecutor(min(jobs, len(todo)), mp_context=mp.get_context('spawn')) as ex:
+        futs = {ex.submit(_run_one, work, out, s, rules, cfg, False, threads): s for s in todo}
+        for f in tqdm(cf.as_completed(futs), total=len(futs), desc=f'study seeds, {jobs} at once', disable=not progress):
+            try: f.result(); _write_study(out, rules, cfg, threads)
+            except Exception as e: failed[futs[f]] = e
+    if failed:
+        if any(_seed_done(out/'seeds'/f'seed_{s}') for s in seeds): _write_study(out, rules, cfg, threads)
+        raise ValidationError(f"{out}: seed(s) {sorted(failed)} failed (" + '; '.join(f"seed {s}: {type(e).__name__}: {e}" for s, e in sorted(failed.items()))
+                              + "); every finished seed is kept: rerun to continue")
+    return _write_study(out, rules, cfg, threads)
 
-def _write_study(out:Path, rules, cfg) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def _write_study(out:Path, rules, cfg, threads:int|None=None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     "Join every finished seed under `out/seeds/` into the study's files."
     import platform
     from fgflow import __version__
@@ -636,7 +691,7 @@ def _write_study(out:Path, rules, cfg) -> tuple[pd.DataFrame, pd.DataFrame, pd.D
     meta = _study_key(rules, cfg) | dict(
         seeds={str(s): seed_split(s) for s in done}, design_seeds=list(DESIGN_SEEDS), default_method=DEFAULT_METHOD,
         lam=str(_lam(cfg)), versions=dict(fgflow=__version__, torch=torch.__version__, numpy=np.__version__, python=platform.python_version()),
-        threads=torch.get_num_threads(),
+        threads=int(threads or torch.get_num_threads()),
         seconds={str(s): json.loads((out/'seeds'/f'seed_{s}'/'seconds.json').read_text()) for s in done})
     with atomic_write(out/'study.json') as tmp: tmp.write_text(json.dumps(meta, indent=1))
     return tuple(tabs)

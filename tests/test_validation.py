@@ -71,6 +71,11 @@ def test_bad_arguments_write_nothing(tmp_path, capsys):
     assert "unknown rule 'volume'" in capsys.readouterr().err
     assert main(['study', '--seeds', '3000000000', '--work', str(tmp_path / 'w'), '--out', str(out)]) == 2
     assert 'must lie in [0, 2**31)' in capsys.readouterr().err
+    cfg = tmp_path / 'mine.json'; cfg.write_text('{"base": "tiny", "epochs": "2"}')
+    assert main(['study', '--seeds', '5', '--work', str(tmp_path / 'w'), '--out', str(out), '--config', str(cfg)]) == 2
+    assert f"{cfg}: setting 'epochs' = '2' (str): expected int" in capsys.readouterr().err
+    assert main(['study', '--seeds', '5', '--work', str(tmp_path / 'w'), '--out', str(out), '--config', 'tiny', '--jobs', '0']) == 2
+    assert '--jobs 0' in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / 'w').exists()
     other = tmp_path / 'other'; other.mkdir(); (other / 'verdicts.csv').write_text('a\n1\n')
     assert main(['study', '--seeds', '5', '--work', str(tmp_path / 'w'), '--out', str(other), '--config', 'tiny']) == 2
@@ -118,3 +123,17 @@ def test_tiny_study_end_to_end(tmp_path, capsys):
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     S = summarize_study(md, ef, vd)
     assert set(S['methods'].method) == set(METHODS) and (S['auc'].n_test == 15).all()
+
+def test_study_jobs_equal_one_seed_at_a_time(tmp_path):
+    "`jobs=2` (two seeds at once, a process each) writes the study one seed at a time writes, wall time aside; a finished OUT is not rerun."
+    before = torch.get_num_threads(); torch.set_num_threads(1)
+    try: one = run_study(tmp_path/'w1', tmp_path/'o1', [7, 8], ['volume+elongation', 'null'], 'tiny', progress=False)
+    finally: torch.set_num_threads(before)
+    two = run_study(tmp_path/'w2', tmp_path/'o2', [7, 8], ['volume+elongation', 'null'], 'tiny', progress=False, jobs=2, threads=1)
+    for a, b in zip(one, two):
+        assert len(a) and set(a.seed) == {7, 8}
+        pd.testing.assert_frame_equal(a.drop(columns=['seconds'], errors='ignore'), b.drop(columns=['seconds'], errors='ignore'))
+    st = json.loads((tmp_path/'o2'/'study.json').read_text())
+    assert st['threads'] == 1 and set(st['seconds']) == {'7', '8'} and st['seeds'] == {'7': 'heldout', '8': 'heldout'}
+    t0 = time.perf_counter(); run_study(tmp_path/'w2', tmp_path/'o2', [7, 8], ['volume+elongation', 'null'], 'tiny', progress=False, jobs=2)
+    assert time.perf_counter() - t0 < 10                                 # both seeds kept: nothing recomputed, no process started
