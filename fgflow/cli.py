@@ -509,7 +509,10 @@ def cmd_study(a) -> int:
     seeds, rules = parse_seeds(a.seeds), parse_rules(a.rules)          # bad arguments fail here, before anything is written
     cfg = study_config(a.config)
     if a.jobs < 1: raise ValidationError(f"--jobs {a.jobs}: expected a positive number of seeds at once")
-    run_study(a.work, a.out, seeds, rules, cfg, progress=not a.quiet, jobs=a.jobs)
+    try: run_study(a.work, a.out, seeds, rules, cfg, progress=not a.quiet, jobs=a.jobs)
+    except KeyboardInterrupt:
+        print(f"interrupted: every finished seed is kept in {Path(a.out)/'seeds'}; the same command continues from there", file=sys.stderr)
+        return 130
     print('wrote ' + ', '.join(str(Path(a.out)/f) for f in ('models.csv', 'effects.csv', 'verdicts.csv', 'study.json')))
     print(_scorecard_text(*read_study(a.out)))
     return 0
@@ -648,6 +651,9 @@ def main(argv:list[str]|None=None) -> int:
         msg = ' '.join(str(e).split()) or type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 # %% ../nbs/07_cli.ipynb #5e91d926
 #| eval: false

@@ -667,14 +667,18 @@ def run_study(work:str|Path, # working folder (cohorts, checkpoints, null models
             if seed in todo: _run_one(work, out, seed, rules, cfg, progress); _write_study(out, rules, cfg)
         return _write_study(out, rules, cfg)
     import concurrent.futures as cf, multiprocessing as mp, os
-    threads = int(threads or max(1, (os.cpu_count() or 1) // jobs)); failed = {}
+    threads = int(threads or max(1, (os.cpu_count() or 1) // jobs)); failed, stopped = {}, False
     with cf.ProcessPoolExecutor(min(jobs, len(todo)), mp_context=mp.get_context('spawn')) as ex:
         futs = {ex.submit(_run_one, work, out, s, rules, cfg, False, threads): s for s in todo}
-        for f in tqdm(cf.as_completed(futs), total=len(futs), desc=f'study seeds, {jobs} at once', disable=not progress):
-            try: f.result(); _write_study(out, rules, cfg, threads)
-            except Exception as e: failed[futs[f]] = e
+        try:
+            for f in tqdm(cf.as_completed(futs), total=len(futs), desc=f'study seeds, {jobs} at once', disable=not progress):
+                try: f.result(); _write_study(out, rules, cfg, threads)
+                except Exception as e: failed[futs[f]] = e
+        except KeyboardInterrupt:                                        # no new seed starts; the running ones end
+            stopped = [f.cancel() for f in futs]
+    if (failed or stopped) and any(_seed_done(out/'seeds'/f'seed_{s}') for s in seeds): _write_study(out, rules, cfg, threads)
+    if stopped: raise KeyboardInterrupt
     if failed:
-        if any(_seed_done(out/'seeds'/f'seed_{s}') for s in seeds): _write_study(out, rules, cfg, threads)
         raise ValidationError(f"{out}: seed(s) {sorted(failed)} failed (" + '; '.join(f"seed {s}: {type(e).__name__}: {e}" for s, e in sorted(failed.items()))
                               + "); every finished seed is kept: rerun to continue")
     return _write_study(out, rules, cfg, threads)

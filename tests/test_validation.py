@@ -1,5 +1,5 @@
 "fgflow.validation: truths, interventions, effects, the study's files and `fgflow study` (tiny config end to end)."
-import json, time
+import json, os, time
 import numpy as np, pandas as pd, pytest, torch
 from fgflow.features import FEATURES
 from fgflow.phantoms import FACTORS, LABEL_RULES, factor_sd
@@ -137,3 +137,24 @@ def test_study_jobs_equal_one_seed_at_a_time(tmp_path):
     assert st['threads'] == 1 and set(st['seconds']) == {'7', '8'} and st['seeds'] == {'7': 'heldout', '8': 'heldout'}
     t0 = time.perf_counter(); run_study(tmp_path/'w2', tmp_path/'o2', [7, 8], ['volume+elongation', 'null'], 'tiny', progress=False, jobs=2)
     assert time.perf_counter() - t0 < 10                                 # both seeds kept: nothing recomputed, no process started
+
+def test_study_jobs_interrupted_keeps_finished_seeds(tmp_path):
+    "Ctrl-C during `fgflow study --jobs 2`: exit 130 with a message, each finished seed kept whole, and the same command finishes the rest."
+    import hashlib, signal, subprocess, sys
+    cfg = tmp_path/'slow.json'; cfg.write_text('{"base": "tiny", "epochs": 60}')
+    cmd = [sys.executable, '-m', 'fgflow.cli', 'study', '--seeds', '7-10', '--rules', 'null', '--work', str(tmp_path/'w'), '--out', str(tmp_path/'o'),
+           '--config', str(cfg), '--jobs', '2', '--quiet']
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))    # as a terminal's Ctrl-C: the whole process group
+    t0 = time.perf_counter()
+    while not list((tmp_path/'o').glob('seeds/*/seconds.json')) and time.perf_counter() - t0 < 240: time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGINT); out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and 'interrupted: every finished seed is kept' in err
+    done = sorted(d.name for d in (tmp_path/'o'/'seeds').iterdir() if (d/'seconds.json').exists())
+    assert 1 <= len(done) < 4
+    for d in (tmp_path/'o'/'seeds').iterdir(): assert sorted(f.name for f in d.iterdir()) == ['effects.csv', 'effects_detail.csv', 'models.csv', 'seconds.json', 'verdicts.csv']
+    assert set(json.loads((tmp_path/'o'/'study.json').read_text())['seeds']) == {s[5:] for s in done}
+    digest = {s: hashlib.md5((tmp_path/'o'/'seeds'/s/'models.csv').read_bytes()).hexdigest() for s in done}
+    assert subprocess.run(cmd, capture_output=True, text=True).returncode == 0
+    assert set(json.loads((tmp_path/'o'/'study.json').read_text())['seeds']) == {'7', '8', '9', '10'}
+    assert digest == {s: hashlib.md5((tmp_path/'o'/'seeds'/s/'models.csv').read_bytes()).hexdigest() for s in done}
