@@ -26,8 +26,8 @@ def test_recipes_whole_and_quoted():
     text = _nb_text()
     assert f"position models reach {auc.loc['depth4', 'position']:.2f} (gap {gap.loc['depth4', 'position']:.3f})" in text
     assert f"raise it from {auc.loc['base', 'intensity']:.2f} to {auc.loc['train600', 'intensity']:.2f} (gap {gap.loc['train600', 'intensity']:.3f})" in text
-    v = auc['volume+elongation']
-    assert f"({v.min():.3f}–{v.max():.3f} under every recipe)" in text
+    v = auc['volume+elongation'].drop('views_train600')                  # a change of view, not of the recipe: its own section
+    assert f"({v.min():.3f}–{v.max():.3f} under every recipe on the study crop)" in text
 
 def test_elongation_is_not_learned():
     el, nw = _read_csv(DESIGN/'elongation.csv'), _read_csv(DESIGN/'networks.csv')
@@ -290,3 +290,32 @@ def test_feature_ceiling_is_the_files_and_quoted():
     for r in ('volume+elongation', 'intensity', 'position'):
         got = feature_ceiling(vals, labels[r][0], np.concatenate([tr, va]), te, truth(r))
         assert got == m[(m.seed == seed) & (m.rule == r) & (m.model == 'plain')].feature_auc.iloc[0], r
+
+def test_views_train600_whole_and_quoted():
+    "The design seeds' check of both views with 600 training cases: every seed and rule in recipes, effects and ceilings, and 11_validation's figures."
+    from fgflow.validation import read_study
+    r = _read_csv(DESIGN/'recipes.csv'); r = r[r.variant == 'views_train600']
+    e = _read_csv(DESIGN/'effects.csv'); e = e[e.variant == 'views_train600']
+    c = _read_csv(DESIGN/'ceilings.csv'); c = c[c.variant == 'views_train600']
+    for t in (r, e, c): assert set(t.seed) == set(DESIGN_SEEDS) and set(t.rule) == RULES
+    assert len(r) == 15 and len(c) == 15 and (r.n_train == 600).all() and (r.n_test == 100).all() and (c.n_fit == 700).all()
+    key = ['seed', 'rule']                                              # ceilings are of the same cohorts, labels and splits
+    np.testing.assert_array_equal(r.sort_values(key).bayes_auc.to_numpy(), c.sort_values(key).bayes_auc.to_numpy())
+    a = r.groupby('rule').agg(auc=('test_auc', 'mean'), bayes=('bayes_auc', 'mean')); a['gap'] = a.bayes - a.auc
+    f = c.groupby('rule').feature_auc.mean()
+    m, _, _, _ = read_study(ROOT/'nbs'/'validation')
+    thr = max(_read_csv(p).used_threshold.iloc[0] for p in (ROOT/'nbs'/'validation'/'seeds').glob('*/effects_detail.csv'))
+    beyond = lambda rule, fac: (lambda g: int((((g.ci_low > 0) | (g.ci_high < 0)) & (g.effect.abs() > thr)).sum()))(e[(e.rule == rule) & (e.factor == fac)])
+    el = e[(e.rule == 'volume+elongation') & (e.factor == 'elongation')]
+    text = _nb_text()
+    ve, po, it = a.loc['volume+elongation'], a.loc['position'], a.loc['intensity']
+    assert (f"volume+elongation {ve.auc:.3f} (gap to the Bayes AUC {ve.gap:.3f}); elongation's effect is {el.effect.mean():.3f} logits per SD on "
+            f"average, its CI away from 0 and beyond the largest *used* threshold of the committed study's seeds ({thr:.3f}) in "
+            f"{beyond('volume+elongation', 'elongation')} of 5 seeds").replace('-', '−') in text
+    assert f"position {po.auc:.3f} (gap {po.gap:.3f}); pos_x and pos_z beyond that threshold in 5 of 5" in text
+    assert beyond('position', 'pos_x') == beyond('position', 'pos_z') == 5
+    assert f"intensity {it.auc:.3f} (gap {it.gap:.3f}), where a logistic regression on the two intensity features of the same crops reaches {f['intensity']:.3f}" in text
+    assert f"{it.bayes - f['intensity']:.3f} of the gap is in the input" in text and it.gap > 0.08
+    sec, study_sec = r.seconds.mean(), m[(m.model == 'plain') & (m.split == 'heldout')].seconds.mean()
+    assert f"it costs {sec:.1f} s per plain model against {study_sec:.1f} s for the committed study's" in text
+    assert f"alone would take about {39 * sec / 60:.0f} minutes" in text

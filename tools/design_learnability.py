@@ -5,6 +5,7 @@
     python tools/design_learnability.py networks WORK OUT [--seeds 0-4]
     python tools/design_learnability.py effects WORK OUT [--seeds 0-4] [--variants base,depth4]
     python tools/design_learnability.py frames WORK OUT [--seeds 0-4] [--frames 'study crop,tumour frame,...'] [--effects]
+    python tools/design_learnability.py ceilings WORK OUT [--seeds 0-4] [--variants views_train600]
 
 WORK is the study's working folder (`fgflow study --work`; each seed's cohort.pt is reused, or rendered when absent;
 cohorts of other settings are kept beside it under their own names). `recipes` trains the plain model of each rule under each recipe
@@ -16,7 +17,9 @@ the network on the same elongation-only label (`NETWORKS`: no normalization, an 
 mean and max pooling, three coordinate channels, 100 epochs, 2 mm voxels) and writes OUT/networks.csv. `effects` takes
 the plain models `recipes` trained and measures their counterfactual effects (`intervention_logits`, `factor_effects`:
 logit change per +1 SD of each factor over the test cases, 95% bootstrap CI) into OUT/effects.csv; a variant has no null
-models of its own, so no *used* threshold is set. `frames` resamples every crop before training (`FRAMES`: centred on
+models of its own, so no *used* threshold is set. `ceilings` writes OUT/ceilings.csv: per variant, seed and rule, `feature_auc` (a logistic regression on the rule's
+truth features measured in the crop, fitted on the training and validation cases) beside the Bayes AUC, on that variant's
+cohort and split. `frames` resamples every crop before training (`FRAMES`: centred on
 the tumour, turned into its principal axes, with coordinate channels over the crop or masked to the tumour) and trains
 a plain model per rule and for the elongation-only label (OUT/frames.csv); with `--effects` it measures every model's
 counterfactual effects too (OUT/frames_effects.csv; a variant's null-rule models set its *used* threshold in 11_validation). Finished rows are kept
@@ -39,7 +42,8 @@ SPLIT_100 = lambda n: (1 - 200 / n, 100 / n, 100 / n)   # 100 validation and 100
 VARIANTS = {'base': {}, 'epochs40': dict(epochs=40), 'width16': dict(width=16), 'depth2': dict(depth=2), 'depth4': dict(depth=4),
             'batch8': dict(batch_size=8), 'lr1e-3_epochs40': dict(lr=1e-3, epochs=40),
             'cases800': dict(n_cases=800), 'train400': dict(n_cases=600, fractions=SPLIT_100(600)),
-            'train600': dict(n_cases=800, fractions=SPLIT_100(800)), 'depth4_train600': dict(depth=4, n_cases=800, fractions=SPLIT_100(800))}
+            'train600': dict(n_cases=800, fractions=SPLIT_100(800)), 'depth4_train600': dict(depth=4, n_cases=800, fractions=SPLIT_100(800)),
+            'views_train600': dict(view='tumour frame', n_cases=800, fractions=SPLIT_100(800))}   # added 2026-12-04 (session 14)
 RULES = ('volume+elongation', 'intensity', 'position')
 
 def _data(work:Path, out:Path, seed:int, cfg:dict):
@@ -205,6 +209,23 @@ def effects(a):
                 rows += [dict(variant=v, seed=seed, rule=rule, **r) for r in e.to_dict('records')]
             _save(f, rows); print(v, seed, flush=True)
 
+def ceilings(a):
+    "feature_auc (`fgflow.validation.feature_ceiling`) and the Bayes AUC of each rule on each variant's cohort and split: the ceilings its models are read against."
+    from fgflow.validation import FEATURES, FeatureSet, feature_ceiling, truth
+    out, work = Path(a.out), Path(a.work); out.mkdir(parents=True, exist_ok=True)
+    f = out/'ceilings.csv'; rows = _rows(f); done = {(r['variant'], r['seed']) for r in rows}
+    for seed in parse_seeds(a.seeds):
+        for v in a.variants.split(','):
+            if (v, seed) in done: continue
+            cfg = dict(STUDY_CONFIG, **VARIANTS[v])
+            x, _, labels, (tr, va, te) = _data(work, out, seed, cfg)
+            vals = _feature_values(x, FeatureSet(list(FEATURES), (cfg['spacing'],) * 3, cfg['window']))
+            for rule in RULES:
+                y, p = labels[rule]
+                rows.append(dict(variant=v, seed=seed, rule=rule, n_fit=len(tr) + len(va), n_test=len(te),
+                                 feature_auc=feature_ceiling(vals, y, np.concatenate([tr, va]), te, truth(rule)), bayes_auc=roc_auc(y[te], p[te])))
+            _save(f, rows); print(v, seed, flush=True)
+
 def elongation(a):
     from sklearn.linear_model import LogisticRegression
     out, work, cfg = Path(a.out), Path(a.work), STUDY_CONFIG; out.mkdir(parents=True, exist_ok=True)
@@ -235,6 +256,8 @@ if __name__ == '__main__':
     e.add_argument('work'); e.add_argument('out'); e.add_argument('--seeds', default='0-4')
     c = sub.add_parser('effects'); c.set_defaults(fn=effects)
     c.add_argument('work'); c.add_argument('out'); c.add_argument('--seeds', default='0-4'); c.add_argument('--variants', default='base,depth4')
+    ce = sub.add_parser('ceilings'); ce.set_defaults(fn=ceilings)
+    ce.add_argument('work'); ce.add_argument('out'); ce.add_argument('--seeds', default='0-4'); ce.add_argument('--variants', default='views_train600')
     n = sub.add_parser('networks'); n.set_defaults(fn=networks)
     n.add_argument('work'); n.add_argument('out'); n.add_argument('--seeds', default='0-4')
     fr = sub.add_parser('frames'); fr.set_defaults(fn=frames)
