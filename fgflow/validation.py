@@ -22,11 +22,11 @@ from .phantoms import (FACTORS, LABEL_RULES, affine_lps, factor_sd, intervene, l
 __all__ = ['FEATURE_FACTOR', 'TRUTH_SETS', 'WRONG_SETS', 'CEILING_SCALE', 'STUDY_CONFIG', 'TINY_CONFIG', 'VIEWS_CONFIG',
            'CONFIGS', 'DESIGN_SEEDS', 'HELDOUT_SEEDS', 'METHODS', 'DEFAULT_METHOD', 'MODEL_COLUMNS', 'EFFECT_COLUMNS',
            'VERDICT_COLUMNS', 'STUDY_FILES', 'SCORECARD_BARS', 'ValidationError', 'rule_factors', 'truth',
-           'reference_crop', 'study_cohort', 'study_split', 'study_labels', 'feature_ceiling', 'intervention_logits',
-           'factor_effects', 'mark_used', 'spearman_scores', 'rcv_scores', 'method_verdicts', 'seed_split',
-           'IntensityGate', 'TumourView', 'study_model', 'train_study_model', 'set_measure', 'study_data', 'run_seed',
-           'parse_seeds', 'parse_rules', 'check_out', 'study_config', 'run_study', 'read_study', 'summarize_study',
-           'study_scorecard', 'plot_study', 'plot_regularized', 'plot_ceilings', 'gradient_overlap']
+           'reference_crop', 'study_cohort', 'study_split', 'study_labels', 'feature_ceiling', 'rule_ceilings',
+           'intervention_logits', 'factor_effects', 'mark_used', 'spearman_scores', 'rcv_scores', 'method_verdicts',
+           'seed_split', 'IntensityGate', 'TumourView', 'study_model', 'train_study_model', 'set_measure', 'study_data',
+           'run_seed', 'parse_seeds', 'parse_rules', 'check_out', 'study_config', 'run_study', 'read_study',
+           'summarize_study', 'study_scorecard', 'plot_study', 'plot_regularized', 'plot_ceilings', 'gradient_overlap']
 
 # %% ../nbs/11_validation.ipynb #ca448152
 class ValidationError(FGFlowError):
@@ -147,6 +147,16 @@ def feature_ceiling(values:pd.DataFrame, # feature values of every case (one col
         return 0.5 * w[:-1] @ w[:-1] + C * np.logaddexp(0, -t).sum(), np.r_[w[:-1], 0.] - C * A.T @ (s * np.exp(-np.logaddexp(0, t)))
     w = minimize(loss, np.zeros(A.shape[1]), jac=True, method='L-BFGS-B', options=dict(gtol=1e-10, maxiter=1000)).x
     return float(roc_auc(y[test], Z[test] @ w[:-1] + w[-1]))
+
+def rule_ceilings(values:pd.DataFrame, # feature values of every case
+                  labels:dict, # rule -> (labels, P(label = 1)) of every case (`study_labels`)
+                  split:tuple, # (train, valid, test) indices
+                 ) -> pd.DataFrame:
+    "Per rule (the index): feature_auc (`feature_ceiling` on `truth(rule)`, fitted on train + valid), bayes_auc (the generator's probabilities), n_fit, n_test."
+    from fgflow.train import roc_auc
+    tr, va, te = split; fit = np.concatenate([tr, va])
+    return pd.DataFrame([dict(rule=r, feature_auc=feature_ceiling(values, y, fit, te, truth(r)), bayes_auc=roc_auc(y[te], p[te]),
+                              n_fit=len(fit), n_test=len(te)) for r, (y, p) in labels.items()]).set_index('rule')
 
 # %% ../nbs/11_validation.ipynb #8ee46e77
 @torch.no_grad()
@@ -495,18 +505,17 @@ def run_seed(work:str|Path, # working folder of this seed (cohort, checkpoints, 
         values = _feature_values(x, fs)
         fsb = FeatureSet(list(FEATURES), (cfg['spacing'],) * 3, cfg['window'], cfg.get('mask_band', 0))   # features of fgf_null
     bar.update()
-    models, rows, lam = {}, [], _lam(cfg)
+    models, rows, lam, ceil = {}, [], _lam(cfg), rule_ceilings(values, {r: labels[r] for r in rules}, split)
     for rule in rules:
         y, p = labels[rule]
-        ceiling = feature_ceiling(values, y, np.concatenate([tr, va]), te, truth(rule))
         variants = [('plain', None, 0.)]
         if rule in cfg['regularized'] and truth(rule): variants += [('reg_true', truth(rule), lam), ('reg_wrong', WRONG_SETS[rule], lam)]
         for name, S, lm in variants:
             with clock('train'): m, sec = train_study_model(x, y, split, cfg, seed, work/'runs'/rule/name, S, lm)
             with torch.no_grad(): lt = m(x[te]).double().numpy()
             models[(rule, name)] = (m, S or truth(rule))
-            rows.append(dict(**key, rule=rule, model=name, init='scratch', test_auc=roc_auc(y[te], lt), bayes_auc=roc_auc(y[te], p[te]),
-                             feature_auc=ceiling, n_test=len(te), M_S=np.nan, seconds=sec))
+            rows.append(dict(**key, rule=rule, model=name, init='scratch', test_auc=roc_auc(y[te], lt), bayes_auc=ceil.bayes_auc[rule],
+                             feature_auc=ceil.feature_auc[rule], n_test=len(te), M_S=np.nan, seconds=sec))
         bar.update()
     with clock('null models'):
         y0 = labels['null'][0]; t0 = time.perf_counter()
@@ -741,9 +750,9 @@ def summarize_study(models:pd.DataFrame, effects:pd.DataFrame, verdicts:pd.DataF
     p = m[m.model == 'plain']
     p = p if 'feature_auc' in p else p.assign(feature_auc=np.nan)                  # a study from before feature_ceiling
     auc = p.groupby('rule', sort=False).agg(seeds=('seed', 'nunique'), test_auc=('test_auc', _fmt_ms), bayes_auc=('bayes_auc', 'mean'),
-                                            gap=('test_auc', 'mean'), feature_auc=('feature_auc', 'mean'), n_test=('n_test', 'min'))
-    mean_auc = auc.gap.copy()
-    auc['gap'] = auc.bayes_auc - mean_auc
+                                            mean=('test_auc', 'mean'), feature_auc=('feature_auc', 'mean'), n_test=('n_test', 'min'))
+    mean_auc = auc.pop('mean')
+    auc.insert(auc.columns.get_loc('bayes_auc') + 1, 'gap', auc.bayes_auc - mean_auc)
     auc.insert(auc.columns.get_loc('feature_auc') + 1, 'below_features', auc.feature_auc - mean_auc)
     ep = e[e.model == 'plain']
     used = ep.pivot_table(index='factor', columns='rule', values='used', aggfunc='mean', sort=False).reindex(list(FACTORS))

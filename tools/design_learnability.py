@@ -190,41 +190,38 @@ def frames(a):
                     erows += [dict(frame=name, seed=seed, rule=rule, **r) for r in e.to_dict('records')]
                 _save(fe, erows); print(name, seed, 'effects', flush=True)
 
+def _variant_seeds(a, done:set):
+    "(seed, variant, cfg) of a.seeds x a.variants not yet in `done` (pairs (variant, seed))."
+    for seed in parse_seeds(a.seeds):
+        for v in a.variants.split(','):
+            if (v, seed) not in done: yield seed, v, dict(STUDY_CONFIG, **VARIANTS[v])
+
 def effects(a):
     from fgflow.train import load_checkpoint
     from fgflow.validation import factor_effects, intervention_logits
     out, work = Path(a.out), Path(a.work)
-    f = out/'effects.csv'; rows = _rows(f); done = {(r['variant'], r['seed']) for r in rows}
-    for seed in parse_seeds(a.seeds):
-        for v in a.variants.split(','):
-            if (v, seed) in done: continue
-            cfg = dict(STUDY_CONFIG, **VARIANTS[v])
-            _, _, _, (_, _, te) = _data(work, out, seed, cfg)
-            models = {}
-            for rule in RULES:
-                m = study_model(cfg); m.load_state_dict(load_checkpoint(out/'runs'/v/str(seed)/rule/'best.pt')['model']); models[rule] = m.eval()
-            lg, moved = intervention_logits(models, seed, te, cfg, cfg['delta_sd'])
-            for rule in RULES:
-                e = factor_effects(lg[rule], moved, cfg['n_boot'], seed)
-                rows += [dict(variant=v, seed=seed, rule=rule, **r) for r in e.to_dict('records')]
-            _save(f, rows); print(v, seed, flush=True)
+    f = out/'effects.csv'; rows = _rows(f)
+    for seed, v, cfg in _variant_seeds(a, {(r['variant'], r['seed']) for r in rows}):
+        _, _, _, (_, _, te) = _data(work, out, seed, cfg)
+        models = {}
+        for rule in RULES:
+            m = study_model(cfg); m.load_state_dict(load_checkpoint(out/'runs'/v/str(seed)/rule/'best.pt')['model']); models[rule] = m.eval()
+        lg, moved = intervention_logits(models, seed, te, cfg, cfg['delta_sd'])
+        for rule in RULES:
+            e = factor_effects(lg[rule], moved, cfg['n_boot'], seed)
+            rows += [dict(variant=v, seed=seed, rule=rule, **r) for r in e.to_dict('records')]
+        _save(f, rows); print(v, seed, flush=True)
 
 def ceilings(a):
-    "feature_auc (`fgflow.validation.feature_ceiling`) and the Bayes AUC of each rule on each variant's cohort and split: the ceilings its models are read against."
-    from fgflow.validation import FEATURES, FeatureSet, feature_ceiling, truth
+    "`rule_ceilings` (feature_auc beside the Bayes AUC) of each rule on each variant's cohort and split: the ceilings its models are read against."
+    from fgflow.validation import FEATURES, FeatureSet, rule_ceilings
     out, work = Path(a.out), Path(a.work); out.mkdir(parents=True, exist_ok=True)
-    f = out/'ceilings.csv'; rows = _rows(f); done = {(r['variant'], r['seed']) for r in rows}
-    for seed in parse_seeds(a.seeds):
-        for v in a.variants.split(','):
-            if (v, seed) in done: continue
-            cfg = dict(STUDY_CONFIG, **VARIANTS[v])
-            x, _, labels, (tr, va, te) = _data(work, out, seed, cfg)
-            vals = _feature_values(x, FeatureSet(list(FEATURES), (cfg['spacing'],) * 3, cfg['window']))
-            for rule in RULES:
-                y, p = labels[rule]
-                rows.append(dict(variant=v, seed=seed, rule=rule, n_fit=len(tr) + len(va), n_test=len(te),
-                                 feature_auc=feature_ceiling(vals, y, np.concatenate([tr, va]), te, truth(rule)), bayes_auc=roc_auc(y[te], p[te])))
-            _save(f, rows); print(v, seed, flush=True)
+    f = out/'ceilings.csv'; rows = _rows(f)
+    for seed, v, cfg in _variant_seeds(a, {(r['variant'], r['seed']) for r in rows}):
+        x, _, labels, split = _data(work, out, seed, cfg)
+        c = rule_ceilings(_feature_values(x, FeatureSet(list(FEATURES), (cfg['spacing'],) * 3, cfg['window'])), {r: labels[r] for r in RULES}, split)
+        rows += [dict(variant=v, seed=seed, rule=r, n_fit=int(t.n_fit), n_test=int(t.n_test), feature_auc=t.feature_auc, bayes_auc=t.bayes_auc) for r, t in c.iterrows()]
+        _save(f, rows); print(v, seed, flush=True)
 
 def elongation(a):
     from sklearn.linear_model import LogisticRegression
